@@ -1,0 +1,132 @@
+"""Tests for suitsbench.table (Table 2)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from suitsbench import table as t2
+
+METHODS = {"initial": "Initial", "elastix": "SimpleElastix", "suits": "SUITS (ours)"}
+ORGANS = {"liver": "liver", "spleen": "spleen", "l_psoas": "l pmm"}
+
+
+def synthetic(n_pairs: int = 7, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    offsets = {"initial": 0.0, "elastix": 0.05, "suits": 0.1}
+    for m, off in offsets.items():
+        for p in range(n_pairs):
+            for o in ORGANS:
+                rows.append(
+                    {
+                        "method": m,
+                        "pair": f"ct{p}__to__mr{p}",
+                        "organ": o,
+                        "dice": float(np.clip(0.4 + off + 0.1 * rng.normal(), 0, 1)),
+                        "hd95": float(30 - 20 * off + 5 * rng.normal()),
+                    }
+                )
+    # a distractor organ and method that must not influence the table
+    rows.append({"method": "suits", "pair": "ct0__to__mr0", "organ": "r_kidney", "dice": 0.0, "hd95": 999.0})
+    rows.append({"method": "other", "pair": "ct0__to__mr0", "organ": "liver", "dice": 0.0, "hd95": 999.0})
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=1).reset_index(drop=True)
+
+
+def pair_vector(df: pd.DataFrame, method: str, metric: str) -> np.ndarray:
+    sub = df[(df.method == method) & df.organ.isin(list(ORGANS))]
+    return sub.groupby("pair")[metric].mean().sort_index().to_numpy()
+
+
+def test_layout_and_order():
+    tab = t2.make_table2(synthetic(), METHODS, ORGANS)
+    assert tab.shape == (3, 12)
+    assert list(tab.index) == list(METHODS.values())
+    groups = list(dict.fromkeys(g for g, _ in tab.columns))
+    assert groups == ["liver", "spleen", "l pmm", "mean", "std", "p-val"]
+    assert [m for _, m in tab.columns][:2] == ["Dice", "HD95"]
+    # sequence of keys -> default display names in the given order
+    tab2 = t2.make_table2(synthetic(), ["suits", "initial", "elastix"], ["l_psoas", "liver", "spleen"])
+    assert list(tab2.index) == ["SUITS (ours)", "Initial", "SimpleElastix"]
+    assert list(dict.fromkeys(g for g, _ in tab2.columns))[:3] == ["l pmm", "liver", "spleen"]
+
+
+def test_values_and_pvalues_match_scipy():
+    df = synthetic()
+    df.loc[(df.method == "elastix") & (df.pair == "ct2__to__mr2") & (df.organ == "spleen"), "dice"] = np.nan
+    tab = t2.make_table2(df, METHODS, ORGANS)
+    sub = df[(df.method == "elastix") & (df.organ == "liver")]
+    assert tab.loc["SimpleElastix", ("liver", "Dice")] == pytest.approx(sub.dice.mean())
+    for metric, col in (("dice", "Dice"), ("hd95", "HD95")):
+        ref = pair_vector(df, "suits", metric)
+        for m, name in (("initial", "Initial"), ("elastix", "SimpleElastix")):
+            other = pair_vector(df, m, metric)
+            assert tab.loc[name, ("p-val", col)] == pytest.approx(stats.wilcoxon(ref, other).pvalue, rel=1e-12)
+        assert tab.loc["SimpleElastix", ("mean", col)] == pytest.approx(pair_vector(df, "elastix", metric).mean())
+        assert math.isnan(tab.loc["SUITS (ours)", ("p-val", col)])
+    all_vals = df[(df.method == "suits") & df.organ.isin(list(ORGANS))].hd95
+    assert tab.loc["SUITS (ours)", ("std", "HD95")] == pytest.approx(all_vals.std(ddof=1))
+    tab_p = t2.make_table2(df, METHODS, ORGANS, std_over="pairs")
+    assert tab_p.loc["SUITS (ours)", ("std", "HD95")] == pytest.approx(pair_vector(df, "suits", "hd95").std(ddof=1))
+
+
+def test_rank_sum_option():
+    df = synthetic()
+    tab = t2.make_table2(df, METHODS, ORGANS, test="rank-sum")
+    ref, other = pair_vector(df, "suits", "dice"), pair_vector(df, "initial", "dice")
+    assert tab.loc["Initial", ("p-val", "Dice")] == pytest.approx(stats.ranksums(ref, other).pvalue, rel=1e-12)
+    with pytest.raises(ValueError):
+        t2.make_table2(df, METHODS, ORGANS, test="t-test")
+
+
+def test_few_pairs_and_errors():
+    tab = t2.make_table2(synthetic(n_pairs=3), METHODS, ORGANS)
+    p = tab.loc["Initial", ("p-val", "Dice")]
+    assert 0 < p <= 1  # still computed
+    assert any("only 3 pairs" in n for n in tab.attrs["notes"])
+    assert math.isnan(t2.compare(np.array([np.nan, 1.0]), np.array([1.0, np.nan])))
+    assert t2.compare(np.ones(4), np.ones(4)) == 1.0
+    with pytest.raises(ValueError, match="no metrics"):
+        t2.make_table2(synthetic(), {**METHODS, "voxelmorph": "VoxelMorph"}, ORGANS)
+    with pytest.raises(ValueError, match="reference"):
+        t2.make_table2(synthetic(), {"initial": "Initial"}, ORGANS)
+    no_p = t2.make_table2(synthetic(), METHODS, ORGANS, reference=None)
+    assert "p-val" not in {g for g, _ in no_p.columns}
+
+
+def test_formats():
+    assert t2.fmt_dice(0.4712) == ".47"
+    assert t2.fmt_dice(1.0) == "1.00"
+    assert t2.fmt_hd(36.44) == "36.4"
+    assert t2.fmt_p(1.26e-5) == "1.3e-05"
+    assert t2.fmt_p(0.5, is_reference=True) == "-"
+    assert t2.fmt_p_tex(1.26e-5) == r"$1.3 \cdot 10^{-5}$"
+    assert t2.tex_escape("l_psoas & 5%") == r"l\_psoas \& 5\%"
+
+
+def test_writers_deterministic(tmp_path: Path):
+    df = synthetic()
+    tab = t2.make_table2(df, METHODS, ORGANS)
+    a = [tmp_path / "a" / f"table2.{e}" for e in ("csv", "md", "tex")]
+    b = [tmp_path / "b" / f"table2.{e}" for e in ("csv", "md", "tex")]
+    t2.write_table2(tab, *a)
+    t2.write_table2(t2.make_table2(df.sample(frac=1.0, random_state=5), METHODS, ORGANS), *b)
+    for x, y in zip(a, b):
+        assert x.read_bytes() == y.read_bytes(), x.name
+    csv = pd.read_csv(a[0], index_col=0)
+    assert list(csv.index) == list(METHODS.values())
+    assert csv.loc["Initial", "liver Dice"] == tab.loc["Initial", ("liver", "Dice")]  # full precision
+    assert math.isnan(csv.loc["SUITS (ours)", "p-val Dice"])
+    md = a[1].read_text()
+    assert md.splitlines()[0].startswith("| method | liver Dice | liver HD95 |")
+    suits_line = next(line for line in md.splitlines() if line.startswith("| SUITS (ours) |"))
+    assert suits_line.rstrip(" |").endswith("| - | -")
+    assert t2.fmt_dice(tab.loc["Initial", ("liver", "Dice")]) in md
+    assert "signed-rank" in md
+    tex = a[2].read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\multicolumn{2}{c}{l pmm}" in tex
+    assert tex.count("\\\\") == 2 + 3
