@@ -130,3 +130,52 @@ def test_writers_deterministic(tmp_path: Path):
     tex = a[2].read_text()
     assert "\\toprule" in tex and "\\bottomrule" in tex and "\\multicolumn{2}{c}{l pmm}" in tex
     assert tex.count("\\\\") == 2 + 3
+
+
+# ----------------------------------------------------------------------------- runtime table
+# (suitsbench.runtime renders runtime.{csv,md}, the companion table of Table 2)
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def _bench(path: Path, rows: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(BENCH_HEADER + "".join(r + "\n" for r in rows))
+    return path
+
+
+def test_runtime_table(tmp_path: Path):
+    from suitsbench import runtime
+
+    suits = [
+        _bench(tmp_path / "suits" / "p1.tsv", ["2.0\t0:00:02\t100.5\t200\t90\t95\t0.1\t0.2\t50.0\t1.5",
+                                               "4.0\t0:00:04\t120.0\t200\t90\t95\t0.1\t0.2\t50.0\t3.5"]),
+        _bench(tmp_path / "suits" / "p2.tsv", ["6.0\t0:00:06\t80.0\t-\t-\t-\t-\t-\t-\t-"]),
+        _bench(tmp_path / "suits" / "p3.tsv", ["10.0\t0:00:10\t90.0\t1\t1\t1\t0\t0\t10\t9.0"]),
+    ]
+    elastix = [_bench(tmp_path / "el" / "p1.tsv", ["120.0\t0:02:00\t300.0\t1\t1\t1\t0\t0\t99\t118.0"])]
+    tab = runtime.runtime_table({"suits": reversed(suits), "elastix": elastix},
+                                names={"suits": "SUITS (ours)"})
+    assert list(tab.index) == ["SUITS (ours)", "elastix"]
+    r = tab.loc["SUITS (ours)"]
+    assert r["jobs"] == 3
+    assert r["mean_s"] == pytest.approx((3.0 + 6.0 + 10.0) / 3)  # repetitions averaged per job
+    assert r["median_s"] == pytest.approx(6.0)
+    assert r["total_s"] == pytest.approx(19.0)
+    assert r["max_rss_mb"] == pytest.approx(120.0)
+    assert r["mean_cpu_time_s"] == pytest.approx((2.5 + 9.0) / 2)  # '-' is missing, not zero
+    runtime.write_runtime(tab, tmp_path / "a.csv", tmp_path / "a.md")
+    tab2 = runtime.runtime_table({"suits": suits, "elastix": elastix}, names={"suits": "SUITS (ours)"})
+    runtime.write_runtime(tab2, tmp_path / "b.csv", tmp_path / "b.md")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    md = (tmp_path / "a.md").read_text()
+    assert "| SUITS (ours) | 3 | 6.33 | 6.00 | 19.0 | 5.75 | 120 |" in md
+
+
+def test_runtime_rejects_non_benchmark(tmp_path: Path):
+    from suitsbench import runtime
+
+    bad = tmp_path / "x.tsv"
+    bad.write_text("a\tb\n1\t2\n")
+    with pytest.raises(ValueError, match="not a Snakemake benchmark"):
+        runtime.read_benchmark(bad)
