@@ -1,0 +1,112 @@
+"""Tests for suitsbench.plots (Figs. 2-4)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.collections import PathCollection  # noqa: E402
+
+from suitsbench import plots  # noqa: E402
+
+ORGANS = {"liver": "liver", "spleen": "spleen", "l_psoas": "l pmm"}
+PAPER = ["initial", "elastix", "voxelmorph", "mind_pretrained", "suits", "mind_ssc"]
+
+
+def metrics_table(methods=PAPER, n_pairs=5, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [
+        {"method": m, "pair": f"p{p}", "organ": o, "dice": float(rng.uniform(0.2, 0.8)),
+         "hd95": float(rng.uniform(10, 60))}
+        for m in methods for p in range(n_pairs) for o in ORGANS
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_boxplot_data_mean_group():
+    df = metrics_table(["suits"], n_pairs=2)
+    data = plots.boxplot_data(df, "dice", {"suits": "SUITS"}, ORGANS)
+    assert len(data) == 2 * 3 + 2
+    means = data[data.group == "mean"]["value"].to_numpy()
+    expected = df.groupby("pair")["dice"].mean().sort_index().to_numpy()
+    np.testing.assert_allclose(means, expected)
+
+
+@pytest.mark.parametrize("metric", ["dice", "hd95"])
+def test_boxplot_files_order_and_determinism(tmp_path: Path, metric: str):
+    df = metrics_table()
+    shuffled = list(reversed(PAPER))  # the methods in the data in another order
+    df = pd.concat([df[df.method == m] for m in shuffled], ignore_index=True)
+    fig = plots.boxplot(df, metric, organs=ORGANS, out_png=tmp_path / "a.png", out_pdf=tmp_path / "a.pdf")
+    plots.boxplot(df, metric, organs=ORGANS, out_png=tmp_path / "b.png", out_pdf=tmp_path / "b.pdf")
+    for ext in ("png", "pdf"):
+        a = (tmp_path / f"a.{ext}").read_bytes()
+        b = (tmp_path / f"b.{ext}").read_bytes()
+        assert len(a) > 1000
+        assert a == b, ext
+    assert (tmp_path / "a.pdf").read_bytes().startswith(b"%PDF")
+    img = mpimg.imread(tmp_path / "a.png")
+    assert img.ndim == 3 and img.shape[0] > 100
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["liver", "spleen", "l pmm", "mean"]
+    assert ax.get_ylabel() == plots.METRIC_LABELS[metric]
+    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend_texts == ["Initial", "SimpleElastix", "VoxelMorph", "pre-trained MIND", "SUITS (ours)", "MIND-SSC"]
+    colours = [tuple(np.round(h.get_facecolor()[:3], 6)) for h in fig.legends[0].legend_handles]
+    assert len(set(colours)) == len(PAPER)
+
+
+def test_boxplot_colour_stable_across_subsets():
+    full = plots.method_colours(PAPER)
+    sub = plots.method_colours(["suits", "initial", "extra"])
+    assert sub["suits"] == full["suits"] and sub["initial"] == full["initial"]
+    assert sub["extra"] not in full.values()
+    with pytest.raises(ValueError):
+        plots.boxplot(metrics_table(), "asd")
+
+
+def _phantom(shape=(24, 20, 22)):
+    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    img = np.sin(i / 3.0) + np.cos(k / 4.0) + 0.1 * j
+    lab = np.zeros(shape, np.uint8)
+    lab[4:12, 6:14, 5:15] = 1
+    lab[14:20, 8:12, 6:12] = 2
+    return img.astype(np.float32), lab
+
+
+def test_example_figure(tmp_path: Path):
+    img, lab = _phantom()
+    mov_lab = np.roll(lab, 2, axis=0)
+    mov = np.roll(img, 2, axis=0)
+    kwargs = dict(organs={1: "liver", 2: "spleen"}, spacing=(2.0, 2.0, 3.0))
+    fig = plots.example_figure(
+        torch.from_numpy(img)[None, None], mov, img, torch.from_numpy(lab)[None, None], mov_lab, lab,
+        out_png=tmp_path / "a.png", **kwargs,
+    )
+    plots.example_figure(img, mov, img, lab, mov_lab, lab, out_png=tmp_path / "b.png", **kwargs)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert mpimg.imread(tmp_path / "a.png").shape[0] > 100
+    assert len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes] == ["fixed", "warped (after)", "moving (before)"]
+    # the coronal slice with most label voxels is chosen; images are shown as (k, i)
+    assert plots.busiest_slice(lab, 1) in range(8, 12)
+    assert fig.axes[0].images[0].get_array().shape == (22, 24)
+    # aspect follows the spacing of the displayed axes (k: 3 mm vs i: 2 mm)
+    assert fig.axes[0].get_aspect() == pytest.approx(1.5)
+    # fixed contours (2 organs) on every panel, dashed own contours on moving and warped
+    n_contours = [len([c for c in ax.collections if not isinstance(c, PathCollection)]) for ax in fig.axes]
+    assert n_contours == [2, 4, 4]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["liver", "spleen"]
+    plain = plots.example_figure(img, mov, img, lab, None, None, own_contours=True,
+                                 panels=("fixed", "moving", "warped"))
+    assert [len(ax.collections) for ax in plain.axes] == [2, 2, 2]
+    with pytest.raises(ValueError):
+        plots.example_figure(img, mov, img, lab, None, None, panels=("fixed", "other"))
