@@ -144,3 +144,87 @@ def test_jacobian_folding_field_detected():
     s = metrics.jacobian_stats(u_mirror)
     assert s["jac_frac_nonpos"] == 1.0
     assert math.isnan(s["jac_std_log"])
+
+
+# ----------------------------------------------------------------------------- evaluate
+# (suitsbench.evaluate: the one evaluator that warps moving labels and calls these metrics)
+
+ORGANS = {1: "liver", 2: "spleen"}
+
+
+def _labels(shape=(24, 20, 18)):
+    lab = np.zeros(shape, np.uint8)
+    lab[6:14, 5:12, 4:10] = 1
+    lab[15:20, 10:16, 8:14] = 2
+    return lab
+
+
+def test_evaluate_pair_identity_and_pair_ids():
+    from suitsbench import evaluate
+
+    fixed = _labels()
+    moving = np.roll(fixed, 2, axis=0)
+    rows = evaluate.evaluate_pair(fixed[None, None], moving[None, None], None, ORGANS, (2.0, 2.0, 2.0))
+    assert [r["organ"] for r in rows] == ["liver", "spleen"]
+    liver = rows[0]
+    assert liver["dice"] == pytest.approx(2 * 6 * 7 * 6 / (2 * 8 * 7 * 6))
+    assert liver["hd95"] == pytest.approx(4.0)  # 2 voxels of 2 mm
+    assert liver["fixed_voxels"] == liver["warped_voxels"] == 8 * 7 * 6
+    assert liver["jac_frac_nonpos"] == 0.0 and liver["jac_mean"] == pytest.approx(1.0)
+    assert evaluate.split_pair("ct3__to__mr1") == ("ct3", "mr1")
+    with pytest.raises(ValueError):
+        evaluate.split_pair("ct3-mr1")
+    aff = np.diag([1.5, 2.0, 3.0, 1.0])[[1, 0, 2, 3]]  # array axis 0 runs along world y
+    aff[:3, 2] = [0.0, 0.6 * 3.0, 0.8 * 3.0]  # oblique axis 2, still 3 mm
+    assert evaluate.spacing_from_affine(aff) == pytest.approx((1.5, 2.0, 3.0))
+
+
+def test_write_and_read_metrics_roundtrip(tmp_path):
+    from suitsbench import evaluate
+
+    rows = [{"method": "initial", "pair": "a__to__b", "organ": "liver", "label": 1, "dice": 1 / 3,
+             "hd95": float("nan"), "fixed_voxels": 5, "warped_voxels": 0, "jac_frac_nonpos": 0.0,
+             "jac_std_log": 0.0, "jac_min": 1.0, "jac_mean": 1.0}]
+    evaluate.write_metrics(rows, tmp_path / "m" / "initial.tsv")
+    evaluate.write_metrics(list(reversed(rows)), tmp_path / "m" / "again.tsv")
+    text = (tmp_path / "m" / "initial.tsv").read_text()
+    assert text.splitlines()[0].split("\t") == list(evaluate.ROW_COLUMNS)
+    assert text == (tmp_path / "m" / "again.tsv").read_text()
+    df = evaluate.read_metrics([tmp_path / "m" / "initial.tsv"])
+    assert df.loc[0, "dice"] == 1 / 3  # full precision
+    assert math.isnan(df.loc[0, "hd95"])
+
+
+def test_evaluate_method_translation_field(tmp_path):
+    """A constant field u = +2 voxels along i maps moving = roll(fixed, +2) back onto fixed."""
+    sio = pytest.importorskip("suits.io")
+    pytest.importorskip("suits.warp")
+    import nibabel as nib
+
+    from suitsbench import evaluate
+
+    fixed = _labels()
+    moving = np.roll(fixed, 2, axis=0)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(fixed, affine), tmp_path / "fixed.nii.gz")
+    nib.save(nib.Nifti1Image(moving, affine), tmp_path / "moving.nii.gz")
+    u = torch.zeros(1, 3, *fixed.shape)
+    u[0, 0] = 2.0
+    sio.save_field(tmp_path / "field.nii.gz", u, affine)
+    kwargs = dict(
+        pairs=["moving__to__fixed"],
+        fixed_label_path=lambda p: tmp_path / "fixed.nii.gz",
+        moving_label_path=lambda p: tmp_path / "moving.nii.gz",
+        organs=ORGANS,
+    )
+    warped_rows = evaluate.evaluate_method("shift", field_path_for=lambda p: tmp_path / "field.nii.gz", **kwargs)
+    initial_rows = evaluate.evaluate_method("initial", field_path_for=lambda p: None, **kwargs)
+    for w, i in zip(warped_rows, initial_rows):
+        assert w["method"] == "shift" and w["pair"] == "moving__to__fixed"
+        assert w["dice"] == pytest.approx(1.0)
+        assert w["hd95"] == pytest.approx(0.0)
+        assert i["dice"] < 0.9 and i["hd95"] == pytest.approx(4.0)
+        assert w["jac_frac_nonpos"] == 0.0
+    bad = torch.zeros(1, 3, 4, 4, 4)
+    with pytest.raises(ValueError, match="fixed grid"):
+        evaluate.evaluate_pair(fixed[None, None], moving[None, None], bad, ORGANS, (2.0, 2.0, 2.0))
