@@ -111,6 +111,20 @@ def test_agrees_with_deepmind_surface_distance(seed):
     )
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_hd95_crop_does_not_change_result(seed):
+    a, b = _blobs(seed, shape=(30, 26, 22))  # blobs touch the image border
+    a[:, :, :4] = False  # and leave room elsewhere
+    spacing = (1.0, 2.0, 1.5)
+    d_ab, d_ba = metrics.directed_surface_distances(a, b, spacing)  # full grid, no crop
+    full = float(np.percentile(np.concatenate([d_ab, d_ba]), 95))
+    assert metrics.hd95_mask(a, b, spacing) == pytest.approx(full, abs=1e-12)
+    small = np.zeros((30, 26, 22), bool)
+    small[10:14, 10:14, 10:14] = True
+    ca, cb = metrics.crop_to_union(small, small)
+    assert ca.shape == (6, 6, 6)
+
+
 def test_jacobian_identity_is_one():
     u = torch.zeros(1, 3, 8, 9, 10)
     det = metrics.jacobian_determinant(u)

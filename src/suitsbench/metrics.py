@@ -95,6 +95,19 @@ def directed_surface_distances(
     return dt_b[sa], dt_a[sb]
 
 
+def crop_to_union(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crop two masks to the bounding box of their union plus one voxel (within the image).
+
+    Surfaces and surface-to-surface distances are unchanged: every surface voxel lies in the
+    box, and the one-voxel margin keeps erosion from treating the crop edge as image border.
+    """
+    idx = np.nonzero(a | b)
+    sl = tuple(
+        slice(max(int(i.min()) - 1, 0), min(int(i.max()) + 2, n)) for i, n in zip(idx, a.shape)
+    )
+    return a[sl], b[sl]
+
+
 def image_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
     """Length in mm of the diagonal of a grid (centres of corner voxels)."""
     return float(np.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(shape, spacing))))
@@ -120,6 +133,7 @@ def hd95_mask(
         if empty == "nan":
             return float("nan")
         raise ValueError(f"empty must be 'diagonal' or 'nan', got {empty!r}")
+    a, b = crop_to_union(a, b)
     d_ab, d_ba = directed_surface_distances(a, b, spacing)
     if reduction == "pooled":
         return float(np.percentile(np.concatenate([d_ab, d_ba]), percentile))
