@@ -137,7 +137,7 @@ def make_table2(
     n_pairs: dict[str, int] = {}
 
     for key, col in METRICS.items():
-        pair_means = per_pair_means(df, list(org), key)
+        pair_means = per_pair_means(df, list(org), key).reindex(columns=list(meth))
         for m, mname in meth.items():
             rows = df[df["method"] == m]
             for o, oname in org.items():
