@@ -1,0 +1,169 @@
+"""NIfTI I/O of volumes, label maps and displacement fields, with atomic writes.
+
+Arrays keep nibabel's axis order (``D, H, W`` = ``i, j, k``), never transposed. Every write goes
+to a temporary file in the target's folder (same suffix, so nibabel compresses ``.nii.gz``) and
+is moved into place with ``os.replace``: a killed job never leaves a complete-looking file.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import nibabel as nib
+import numpy as np
+import torch
+
+__all__ = [
+    "FIELD_DESCRIPTION",
+    "atomic_path",
+    "load_volume",
+    "load_labels",
+    "save_volume",
+    "save_labels",
+    "save_field",
+    "load_field",
+]
+
+FIELD_DESCRIPTION = "displacement, voxels, ijk"
+PathLike = str | os.PathLike
+
+
+def _suffix(path: Path) -> str:
+    name = path.name
+    for s in (".nii.gz", ".nii", ".pt", ".pth"):
+        if name.endswith(s):
+            return s
+    return "".join(path.suffixes) or ".tmp"
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (hidden, same suffix); on normal exit it replaces
+    ``path`` atomically, on an exception it is removed and ``path`` is left untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{_suffix(path)}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _squeeze3(a: np.ndarray, what: str) -> np.ndarray:
+    """Drop leading (batch/channel) and trailing singleton axes down to 3D."""
+    while a.ndim > 3 and a.shape[0] == 1:
+        a = a[0]
+    while a.ndim > 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim != 3:
+        raise ValueError(f"{what}: expected a 3D volume (optionally (1,1,D,H,W)), got shape {a.shape}")
+    return a
+
+
+def _image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got {affine.shape}")
+    img = nib.Nifti1Image(data, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    return img
+
+
+def _save(path: PathLike, img: nib.Nifti1Image) -> None:
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def _load3(path: PathLike) -> tuple[nib.Nifti1Image, np.ndarray]:
+    img = nib.load(str(path))
+    data = np.asarray(img.get_fdata(dtype=np.float64))
+    return img, _squeeze3(data, str(path))
+
+
+def load_volume(path: PathLike, dtype: torch.dtype = torch.float32,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Read a 3D NIfTI image (scaling applied) as ``(1, 1, D, H, W)`` and its 4x4 affine."""
+    img, data = _load3(path)
+    t = torch.from_numpy(np.ascontiguousarray(data)).to(dtype=dtype, device=device)
+    return t[None, None], np.asarray(img.affine, dtype=np.float64)
+
+
+def load_labels(path: PathLike, device: torch.device | str | None = None,
+                tol: float = 1e-3) -> tuple[torch.Tensor, np.ndarray]:
+    """Read a label map as a ``LongTensor (1, 1, D, H, W)`` and its affine; values are rounded
+    and must be integers within ``tol`` (``ValueError`` naming the file otherwise)."""
+    img, data = _load3(path)
+    rounded = np.rint(data)
+    if data.size and np.max(np.abs(data - rounded)) > tol:
+        raise ValueError(f"{path}: label map has non-integer values (max deviation "
+                         f"{np.max(np.abs(data - rounded)):.3g}); is it an image, not labels?")
+    t = torch.from_numpy(rounded.astype(np.int64)).to(device=device)
+    return t[None, None], np.asarray(img.affine, dtype=np.float64)
+
+
+def save_volume(path: PathLike, array: np.ndarray | torch.Tensor, affine: np.ndarray,
+                dtype: np.dtype | str | None = None) -> None:
+    """Write a volume ``(D,H,W)``, ``(1,D,H,W)`` or ``(1,1,D,H,W)`` atomically. ``dtype=None``:
+    floats as ``float32``, integers and booleans keep an integer type (bool -> uint8)."""
+    a = _squeeze3(_to_numpy(array), str(path))
+    if dtype is None:
+        dtype = np.float32 if np.issubdtype(a.dtype, np.floating) else (
+            np.uint8 if a.dtype == np.bool_ else a.dtype)
+    _save(path, _image(np.ascontiguousarray(a.astype(dtype)), affine))
+
+
+def save_labels(path: PathLike, labels: np.ndarray | torch.Tensor, affine: np.ndarray) -> None:
+    """Write a label map as ``uint8`` (max < 256) or ``uint16``; values must be non-negative
+    integers below 65536."""
+    a = _squeeze3(_to_numpy(labels), str(path))
+    if np.issubdtype(a.dtype, np.floating):
+        r = np.rint(a)
+        if a.size and np.max(np.abs(a - r)) > 1e-3:
+            raise ValueError(f"{path}: labels must be integer valued")
+        a = r
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise ValueError(f"{path}: label values must lie in [0, 65535], found [{lo}, {hi}]")
+    dtype = np.uint8 if hi < 256 else np.uint16
+    _save(path, _image(np.ascontiguousarray(a.astype(dtype)), affine))
+
+
+def save_field(path: PathLike, u: np.ndarray | torch.Tensor, affine: np.ndarray) -> None:
+    """Write a displacement field ``(1,3,D,H,W)`` or ``(3,D,H,W)`` (voxels, ijk) as the contract
+    NIfTI: ``float32`` array ``(D,H,W,3)``, ``affine`` (the fixed image's), intent vector,
+    description ``"displacement, voxels, ijk"``."""
+    a = _to_numpy(u)
+    if a.ndim == 5 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 4 or a.shape[0] != 3:
+        raise ValueError(f"{path}: field must be (1,3,D,H,W) or (3,D,H,W), got {a.shape}")
+    data = np.ascontiguousarray(np.moveaxis(a, 0, -1).astype(np.float32))
+    img = _image(data, affine)
+    img.header.set_intent("vector", (), name="displacement")
+    img.header["descrip"] = FIELD_DESCRIPTION
+    _save(path, img)
+
+
+def load_field(path: PathLike, device: torch.device | str | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Read a contract field: ``(u (1,3,D,H,W) float32, affine)``. Accepts ``(X,Y,Z,3)`` and the
+    ITK/NIfTI-standard ``(X,Y,Z,1,3)``."""
+    img = nib.load(str(path))
+    data = np.asarray(img.get_fdata(dtype=np.float32))
+    if data.ndim == 5 and data.shape[3] == 1:
+        data = data[:, :, :, 0, :]
+    if data.ndim != 4 or data.shape[-1] != 3:
+        raise ValueError(f"{path}: a displacement field is (X,Y,Z,3), got {data.shape}")
+    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(data, -1, 0)))
+    return t[None].to(device=device), np.asarray(img.affine, dtype=np.float64)

@@ -1,0 +1,143 @@
+"""suits.warp: warping convention, label warping, field resizing and upsampling."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from suits.warp import (box_filter, downsample_field, identity_grid, one_hot, resize_field,
+                        upsample_field, warp, warp_labels)
+
+
+def test_identity_grid_values():
+    g = identity_grid((3, 4, 5), device="cpu")
+    assert g.shape == (1, 3, 3, 4, 5)
+    assert g[0, :, 2, 1, 4].tolist() == [2.0, 1.0, 4.0]
+
+
+def test_zero_field_is_identity():
+    img = torch.randn(2, 3, 7, 6, 5)
+    out = warp(img, torch.zeros(2, 3, 7, 6, 5))
+    torch.testing.assert_close(out, img, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("axis,shift", [(0, 2), (1, -1), (2, 3)])
+def test_integer_shift_equals_roll_in_interior(axis, shift):
+    img = torch.randn(1, 1, 9, 10, 11)
+    u = torch.zeros(1, 3, 9, 10, 11)
+    u[:, axis] = shift
+    out = warp(img, u)
+    # warped(x) = img(x + s)  <=>  roll by -s
+    ref = torch.roll(img, shifts=-shift, dims=2 + axis)
+    n = img.shape[2 + axis]
+    keep = slice(0, n - shift) if shift > 0 else slice(-shift, n)
+    idx = [slice(None)] * 5
+    idx[2 + axis] = keep
+    torch.testing.assert_close(out[tuple(idx)], ref[tuple(idx)], rtol=0, atol=1e-5)
+
+
+def test_subvoxel_shift_of_linear_ramp_is_exact():
+    D, H, W = 8, 9, 10
+    g = identity_grid((D, H, W))
+    img = (0.5 * g[:, 0:1] - 2.0 * g[:, 1:2] + 1.5 * g[:, 2:3]).float()
+    s = torch.tensor([0.3, -0.7, 0.45]).view(1, 3, 1, 1, 1)
+    u = s.expand(1, 3, D, H, W).clone()
+    out = warp(img, u)
+    expected = img + (0.5 * 0.3 - 2.0 * -0.7 + 1.5 * 0.45)
+    # interior only (the shifted position must stay inside for border padding not to act)
+    torch.testing.assert_close(out[..., 1:-1, 1:-1, 1:-1], expected[..., 1:-1, 1:-1, 1:-1],
+                               rtol=0, atol=1e-4)
+
+
+def test_border_padding():
+    img = torch.arange(5.0).view(1, 1, 5, 1, 1).expand(1, 1, 5, 2, 2).contiguous()
+    u = torch.zeros(1, 3, 5, 2, 2)
+    u[:, 0] = 10.0
+    assert torch.allclose(warp(img, u), torch.full_like(img, 4.0))
+
+
+def test_batch_broadcast_of_image():
+    img = torch.randn(1, 2, 5, 5, 5)
+    u = torch.zeros(3, 3, 5, 5, 5)
+    assert warp(img, u).shape == (3, 2, 5, 5, 5)
+
+
+def test_gradients_flow_to_image_and_field():
+    img = torch.randn(1, 1, 6, 6, 6, requires_grad=True)
+    u = (0.3 * torch.randn(1, 3, 6, 6, 6)).requires_grad_()
+    warp(img, u).square().sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+    assert u.grad is not None and u.grad.abs().sum() > 0
+
+
+def test_one_hot_and_warp_labels_zero_field():
+    lab = torch.randint(0, 4, (2, 1, 5, 6, 7))
+    oh = one_hot(lab, 4)
+    assert oh.shape == (2, 4, 5, 6, 7) and oh.dtype == torch.float32
+    assert torch.equal(oh.argmax(1), lab[:, 0])
+    w = warp_labels(lab, torch.zeros(2, 3, 5, 6, 7), 4)
+    torch.testing.assert_close(w, oh, rtol=0, atol=1e-6)
+    w2 = warp_labels(lab[:, 0], torch.zeros(2, 3, 5, 6, 7), 4)  # (B, D, H, W) input
+    torch.testing.assert_close(w2, oh, rtol=0, atol=1e-6)
+
+
+def test_warp_labels_probabilities_sum_to_one():
+    lab = torch.randint(0, 3, (1, 1, 6, 6, 6))
+    w = warp_labels(lab, 0.7 * torch.randn(1, 3, 6, 6, 6), 3)
+    torch.testing.assert_close(w.sum(1), torch.ones(1, 6, 6, 6))
+
+
+def test_one_hot_rejects_out_of_range():
+    with pytest.raises(ValueError):
+        one_hot(torch.full((1, 1, 2, 2, 2), 5), 3)
+
+
+def test_resize_field_constant_scales_by_ratio():
+    u = torch.ones(1, 3, 5, 9, 17) * torch.tensor([1.0, 2.0, -3.0]).view(1, 3, 1, 1, 1)
+    out = resize_field(u, (9, 17, 33))
+    assert out.shape == (1, 3, 9, 17, 33)
+    expected = torch.tensor([1.0 * 8 / 4, 2.0 * 16 / 8, -3.0 * 32 / 16]).view(1, 3, 1, 1, 1)
+    torch.testing.assert_close(out, expected.expand_as(out))
+
+
+def test_resize_field_of_an_affine_map_is_consistent():
+    # u(x) = 0.1 * x (voxels of the small grid): resized, it must still describe the same
+    # physical map, i.e. 0.1 * x' in voxels of the large grid (align_corners)
+    small = identity_grid((5, 5, 5)) * 0.1
+    big = resize_field(small, (9, 9, 9))
+    torch.testing.assert_close(big, identity_grid((9, 9, 9)) * 0.1, rtol=0, atol=1e-5)
+
+
+def test_downsample_then_upsample_with_factor_is_exact_on_strided_voxels():
+    D, H, W = 13, 12, 9
+    u = identity_grid((D, H, W)) * 0.05 + 0.2  # affine field: trilinear reproduces it
+    f = 4
+    du = downsample_field(u, f)
+    assert du.shape[-3:] == (4, 3, 3)  # ceil(n / 4)
+    up = upsample_field(du, (D, H, W), smooth=0, factor=f)
+    torch.testing.assert_close(up[..., ::f, ::f, ::f], u[..., ::f, ::f, ::f], rtol=0, atol=1e-5)
+    # inside the span of the feature grid the affine field is reproduced everywhere
+    torch.testing.assert_close(up[..., :13, :9, :9], u[..., :13, :9, :9], rtol=0, atol=1e-5)
+
+
+def test_upsample_field_constant_and_smoothing():
+    du = torch.ones(1, 3, 4, 4, 4)
+    up = upsample_field(du, (16, 16, 16), smooth=5, factor=4)
+    torch.testing.assert_close(up, torch.full((1, 3, 16, 16, 16), 4.0))
+    rough = torch.zeros(1, 3, 4, 4, 4)
+    rough[..., 2, 2, 2] = 1.0
+    a = upsample_field(rough, (16, 16, 16), smooth=1, factor=4)
+    b = upsample_field(rough, (16, 16, 16), smooth=5, factor=4)
+    assert b.max() < a.max()                        # the box filter smooths
+    torch.testing.assert_close(a.sum(), b.sum(), rtol=0.05, atol=0)  # ~mass preserving inside
+    c = upsample_field(rough, (7, 7, 7), smooth=0)  # align_corners variant
+    assert c.shape == (1, 3, 7, 7, 7)
+
+
+def test_box_filter_rejects_even():
+    with pytest.raises(ValueError):
+        box_filter(torch.zeros(1, 1, 4, 4, 4), 4)
+
+
+def test_rejects_bad_field():
+    with pytest.raises(ValueError):
+        warp(torch.zeros(1, 1, 4, 4, 4), torch.zeros(1, 2, 4, 4, 4))
