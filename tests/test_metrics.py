@@ -78,6 +78,10 @@ def test_hd95_empty_policies():
     assert math.isnan(metrics.hd95(a, a, spacing, [1])[1])
     with pytest.raises(ValueError):
         metrics.hd95(a, b, spacing, [1], empty="zero")
+    with pytest.raises(ValueError):
+        metrics.hd95(b, b, spacing, [1], empty="zero")  # rejected even when not needed
+    with pytest.raises(ValueError):
+        metrics.hd95(b, b, spacing, [1], reduction="mean")
 
 
 def test_shape_mismatch_raises():

@@ -122,24 +122,22 @@ def hd95_mask(
     percentile: float = 95.0,
 ) -> float:
     """Robust (95th percentile) symmetric Hausdorff distance in mm of two boolean masks."""
+    if empty not in ("diagonal", "nan"):
+        raise ValueError(f"empty must be 'diagonal' or 'nan', got {empty!r}")
+    if reduction not in ("pooled", "max"):
+        raise ValueError(f"reduction must be 'pooled' or 'max', got {reduction!r}")
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
     na, nb = bool(a.any()), bool(b.any())
     if not na and not nb:
         return float("nan")
     if na != nb:
-        if empty == "diagonal":
-            return image_diagonal(a.shape, spacing)
-        if empty == "nan":
-            return float("nan")
-        raise ValueError(f"empty must be 'diagonal' or 'nan', got {empty!r}")
+        return image_diagonal(a.shape, spacing) if empty == "diagonal" else float("nan")
     a, b = crop_to_union(a, b)
     d_ab, d_ba = directed_surface_distances(a, b, spacing)
     if reduction == "pooled":
         return float(np.percentile(np.concatenate([d_ab, d_ba]), percentile))
-    if reduction == "max":
-        return float(max(np.percentile(d_ab, percentile), np.percentile(d_ba, percentile)))
-    raise ValueError(f"reduction must be 'pooled' or 'max', got {reduction!r}")
+    return float(max(np.percentile(d_ab, percentile), np.percentile(d_ba, percentile)))
 
 
 def hd95(
