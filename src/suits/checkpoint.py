@@ -1,0 +1,112 @@
+"""Training checkpoints: weights, optimiser state, step, extras and every RNG state, atomically.
+
+A checkpoint is one ``torch.save`` file (written to a temporary file beside the target and moved
+into place with ``os.replace``) holding::
+
+    {"format": 1, "step": int, "model": state_dict, "optimizer": state_dict | None,
+     "extra": dict, "rng": {"torch": ByteTensor, "cuda": [ByteTensor] | None,
+                            "numpy": tuple, "python": tuple}}
+
+``load`` restores the model, the optimiser and all RNG states, so that training resumed from a
+checkpoint continues exactly (bitwise on CPU) as an uninterrupted run would. Generators that
+are not global (e.g. a ``torch.Generator`` used for sampling) belong in ``extra``
+(``generator.get_state()``).
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from suits.io import atomic_path
+
+__all__ = ["save", "load", "rng_state", "set_rng_state", "latest", "step_path"]
+
+FORMAT = 1
+PathLike = str | os.PathLike
+
+
+def rng_state() -> dict[str, Any]:
+    """Current states of the torch CPU, torch CUDA (if available), numpy global and python RNGs."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore states captured by :func:`rng_state` (CUDA only when present on both sides)."""
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        cuda = [s.cpu() for s in state["cuda"]]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def save(path: PathLike, step: int, model: nn.Module,
+         optimizer: torch.optim.Optimizer | None = None, **extra: Any) -> Path:
+    """Write a checkpoint atomically; returns the path. ``extra`` must be picklable."""
+    payload = {
+        "format": FORMAT,
+        "step": int(step),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "extra": dict(extra),
+        "rng": rng_state(),
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load(path: PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+         map_location: torch.device | str | None = None,
+         restore_rng: bool = True) -> tuple[int, dict[str, Any]]:
+    """Restore a checkpoint into ``model`` (and ``optimizer``) and the RNG states.
+
+    Returns ``(step, extra)``. ``map_location`` defaults to the device of the model's first
+    parameter (CPU for a parameterless model), so tensors land where the model lives.
+    Raises ``ValueError`` if an ``optimizer`` is given but the checkpoint has none.
+    """
+    if map_location is None:
+        p = next(model.parameters(), None)
+        map_location = p.device if p is not None else "cpu"
+    # our own file format holds numpy/python RNG states, which weights_only=True rejects
+    payload = torch.load(Path(path), map_location=map_location, weights_only=False)
+    if not isinstance(payload, dict) or "model" not in payload or "step" not in payload:
+        raise ValueError(f"{path}: not a suits checkpoint")
+    model.load_state_dict(payload["model"])
+    if optimizer is not None:
+        if payload.get("optimizer") is None:
+            raise ValueError(f"{path}: checkpoint has no optimiser state")
+        optimizer.load_state_dict(payload["optimizer"])
+    if restore_rng and payload.get("rng") is not None:
+        set_rng_state(payload["rng"])
+    return int(payload["step"]), dict(payload.get("extra") or {})
+
+
+def step_path(folder: PathLike, step: int, prefix: str = "checkpoint") -> Path:
+    """``folder/{prefix}_{step:08d}.pt``: the naming :func:`latest` understands."""
+    return Path(folder) / f"{prefix}_{int(step):08d}.pt"
+
+
+def latest(folder: PathLike, prefix: str = "checkpoint") -> Path | None:
+    """The ``{prefix}_{step}.pt`` file in ``folder`` with the highest step, or ``None``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)\.pt$")
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.match(p.name))]
+    return max(found)[1] if found else None
