@@ -1,0 +1,142 @@
+"""Pre-training the FeatCNN as a MIND-SSC replicator (paper Sec. 4.2).
+
+Every iteration draws one random image per modality (seeded ``torch.Generator``), passes it
+through that modality's stream and takes the L1 distance to the MIND-SSC descriptor of the same
+image on the feature grid; the modalities' losses are averaged and one Adam step is taken.
+MIND targets are computed once per image and cached. Periodic checkpoints (``suits.checkpoint``)
+hold the weights, the Adam state, the sampling generator and the loss history, so a run resumed
+from its checkpoint ends with exactly the weights of an uninterrupted run (bitwise on CPU).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from suits import checkpoint as ckpt
+from suits.featcnn import FeatCNN
+from suits.mind import mind_ssc
+
+__all__ = ["pretrain", "mind_target"]
+
+logger = logging.getLogger(__name__)
+
+LogFn = Callable[[int, float], None]
+
+
+def mind_target(img: torch.Tensor, factor: int, radius: int = 2, dilation: int = 2) -> torch.Tensor:
+    """MIND-SSC of ``img`` (computed on the image grid) on a stride-``factor`` feature grid:
+    feature voxel ``i`` takes the descriptor at image voxel ``i*factor`` (the FeatCNN grid
+    convention; shape ``ceil(n / factor)``)."""
+    f = int(factor)
+    return mind_ssc(img, radius=radius, dilation=dilation)[..., ::f, ::f, ::f]
+
+
+def _check_images(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]]) -> list[str]:
+    if not images:
+        raise ValueError("pretrain: no images given")
+    known = list(getattr(model, "modalities", images.keys()))
+    for mod, vols in images.items():
+        if mod not in known:
+            raise ValueError(f"pretrain: modality {mod!r} has no FeatCNN stream (streams: {known})")
+        if len(vols) == 0:
+            raise ValueError(f"pretrain: no images for modality {mod!r}")
+        for v in vols:
+            if v.dim() != 5 or v.shape[:2] != (1, 1):
+                raise ValueError(f"pretrain: images must be (1, 1, D, H, W), got {tuple(v.shape)} "
+                                 f"for modality {mod!r}")
+    return [m for m in known if m in images]  # fixed order: the model's stream order
+
+
+def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], iterations: int,
+             lr: float = 1e-3, radius: int = 2, dilation: int = 2, seed: int = 0,
+             checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 100,
+             log: LogFn | None = None, device: torch.device | str | None = None,
+             progress: bool = True) -> tuple[FeatCNN, list[float]]:
+    """Train ``model`` to replicate MIND-SSC.
+
+    Args:
+        model: a :class:`suits.featcnn.FeatCNN` (anything with ``factor``, ``modalities`` and
+            ``model(x, modality)``).
+        images: modality name -> list of ``(1, 1, D, H, W)`` volumes (sizes may differ).
+        iterations: total number of Adam steps (a resumed run counts the steps already done).
+        lr: Adam learning rate (paper: 1e-3).
+        radius, dilation: MIND-SSC parameters of the target.
+        seed: seed of the generator drawing the images.
+        checkpoint: path of a rolling checkpoint file; if it exists the run resumes from it.
+        checkpoint_every: write the checkpoint every this many steps (and at the end).
+        log: optional callback ``log(step, loss)`` after every step (``step`` counts from 1).
+        device: where to train; default the model's device. Images are moved there.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``(model, losses)``: the trained model (in place) and the loss of every step so far
+        (including the steps before a resume).
+    """
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    device = torch.device(device)
+    model.to(device).train()
+    order = _check_images(model, images)
+    factor = int(model.factor)
+
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses: list[float] = []
+    start = 0
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.exists():
+        start, extra = ckpt.load(path, model, opt, map_location=device)
+        gen.set_state(extra["generator"])
+        losses = [float(x) for x in extra.get("losses", [])][:start]
+        if extra.get("seed", seed) != seed:
+            logger.warning("checkpoint %s was written with seed %s, now %s", path, extra.get("seed"), seed)
+        logger.info("resuming from step %d (%s)", start, path)
+
+    cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def sample(mod: str, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (mod, idx)
+        if key not in cache:
+            x = images[mod][idx].to(device=device, dtype=torch.float32)
+            with torch.no_grad():
+                cache[key] = (x, mind_target(x, factor, radius, dilation))
+        return cache[key]
+
+    def save(step: int) -> None:
+        if path is not None:
+            ckpt.save(path, step, model, opt, generator=gen.get_state(), losses=list(losses),
+                      seed=seed, iterations=iterations, lr=lr, radius=radius, dilation=dilation)
+
+    bar = tqdm(range(start, int(iterations)), initial=start, total=int(iterations),
+               desc="pretrain (MIND)", disable=not progress)
+    for step in bar:
+        total = torch.zeros((), device=device)
+        for mod in order:
+            idx = int(torch.randint(len(images[mod]), (1,), generator=gen))
+            x, target = sample(mod, idx)
+            total = total + F.l1_loss(model(x, mod), target)
+        loss = total / len(order)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = float(loss.detach())
+        losses.append(value)
+        done = step + 1
+        logger.debug("pretrain step %d loss %.6f", done, value)
+        if log is not None:
+            log(done, value)
+        bar.set_postfix(loss=f"{value:.4f}")
+        if checkpoint_every > 0 and done % checkpoint_every == 0 and done < iterations:
+            save(done)
+    bar.close()
+    if start < iterations:
+        save(int(iterations))
+        logger.info("pretrain finished: %d steps, last loss %.6f", iterations, losses[-1])
+    return model, losses
