@@ -58,14 +58,14 @@ class FeatCNN(nn.Module):
     Args:
         modalities: names of the input streams (any strings, e.g. ``("mr", "us")``).
         downsample: feature grid factor ``f``, 2 (Table 1) or 4 (paper text; default).
+        device: where the parameters are created.
         affine_norm: learnable per-channel scale/shift after the instance norms (default True;
             see the reproduction notes). Running statistics are never tracked, so ``train()``
             and ``eval()`` give identical outputs.
-        device: where the parameters are created.
     """
 
     def __init__(self, modalities: Iterable[str] = ("ct", "mr"), downsample: int = 4,
-                 affine_norm: bool = True, device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, affine_norm: bool = True) -> None:
         super().__init__()
         modalities = tuple(str(m) for m in modalities)
         if not modalities or len(set(modalities)) != len(modalities):
