@@ -93,7 +93,7 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         start, extra = ckpt.load(path, model, opt, map_location=device)
-        gen.set_state(extra["generator"])
+        gen.set_state(extra["generator"].cpu())
         losses = [float(x) for x in extra.get("losses", [])][:start]
         if extra.get("seed", seed) != seed:
             logger.warning("checkpoint %s was written with seed %s, now %s", path, extra.get("seed"), seed)
