@@ -1,0 +1,157 @@
+"""Phantom generator: determinism, labels, anatomy in RAS, appearance, ingestion grids."""
+from __future__ import annotations
+
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from suitsbench import phantom
+from suitsbench.manifest import read_manifest
+
+SMALL = (40, 32, 32)
+SMALL_SPACING = 4.0
+
+
+def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = 32) -> float:
+    """Histogram mutual information (nats) of two equally shaped arrays."""
+    h, _, _ = np.histogram2d(a.ravel(), b.ravel(), bins)
+    p = h / h.sum()
+    px, py = p.sum(1, keepdims=True), p.sum(0, keepdims=True)
+    nz = p > 0
+    return float((p[nz] * np.log(p[nz] / (px @ py)[nz])).sum())
+
+
+def zssd(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean squared difference of z-normalised arrays."""
+    za, zb = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    return float(((za - zb) ** 2).mean())
+
+
+def world_centroid(label: np.ndarray, affine: np.ndarray, value: int) -> np.ndarray:
+    idx = np.argwhere(label == value).mean(0)
+    return affine[:3, :3] @ idx + affine[:3, 3]
+
+
+def test_generate_is_deterministic(tmp_path):
+    kw = dict(n_per_modality=1, shape=SMALL, spacing=SMALL_SPACING, seed=3)
+    m1 = phantom.generate(tmp_path / "a", **kw)
+    m2 = phantom.generate(tmp_path / "b", **kw)
+    m3 = phantom.generate(tmp_path / "c", **{**kw, "seed": 4})
+    names = sorted(p.name for p in m1.parent.iterdir())
+    assert names == sorted(p.name for p in m2.parent.iterdir())
+    for name in names:
+        assert (m1.parent / name).read_bytes() == (m2.parent / name).read_bytes(), name
+    a = nib.load(m1.parent / "p000_ct_image.nii.gz").get_fdata()
+    c = nib.load(m3.parent / "p000_ct_image.nii.gz").get_fdata()
+    assert not np.array_equal(a, c)
+
+
+def test_render_is_deterministic_and_modalities_share_labels():
+    geom = phantom.make_geometry(11, SMALL, SMALL_SPACING)
+    ct1, lab1, aff = phantom.render(geom, "ct")
+    ct2, lab2, _ = phantom.render(phantom.make_geometry(11, SMALL, SMALL_SPACING), "ct")
+    mr, lab_mr, aff_mr = phantom.render(geom, "mr")
+    assert np.array_equal(ct1, ct2) and np.array_equal(lab1, lab2)
+    assert np.array_equal(lab1, lab_mr) and np.array_equal(aff, aff_mr)
+    assert ct1.dtype == np.float32 and lab1.dtype == np.uint8
+
+
+def test_default_data_set_fast_with_all_labels(tmp_path):
+    t0 = time.perf_counter()
+    manifest = phantom.generate(tmp_path)          # defaults: 2 x 6 volumes of 80x64x64
+    elapsed = time.perf_counter() - t0
+    records = read_manifest(manifest)
+    assert len(records) == 12
+    assert [r.modality for r in records].count("ct") == 6
+    assert len({r.subject for r in records}) == 12          # every image another patient
+    for r in records:
+        img = nib.load(r.image)
+        lab = np.asarray(nib.load(r.label).dataobj)
+        assert img.shape == (80, 64, 64) and lab.dtype == np.uint8
+        assert np.allclose(img.header.get_zooms(), 2.0)
+        assert set(np.unique(lab)) == set(range(7)), r.id
+        for v in range(1, 7):
+            assert (lab == v).sum() >= 50, (r.id, v)      # not a speck
+    assert elapsed < 30, f"default phantom took {elapsed:.1f} s"   # ~4 s on 2 busy cores
+
+
+def test_patients_differ():
+    a = phantom.render(phantom.make_geometry(0), "ct")[1]
+    b = phantom.render(phantom.make_geometry(1), "ct")[1]
+    overlap = [2 * ((a == v) & (b == v)).sum() / ((a == v).sum() + (b == v).sum())
+               for v in range(1, 7)]
+    assert max(overlap) < 0.97 and min(overlap) > 0.0      # varied, yet same anatomy
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_anatomy_in_ras_world(seed):
+    img, lab, aff = phantom.render(phantom.make_geometry(seed), "ct")
+    c = {name: world_centroid(lab, aff, v) for v, name in phantom.LABELS.items()}
+    # RAS: +x is the patient's right, +y anterior, +z superior
+    assert c["liver"][0] > 0 > c["spleen"][0]
+    assert c["r_kidney"][0] > 0 > c["l_kidney"][0]
+    assert c["r_psoas"][0] > 0 > c["l_psoas"][0]
+    assert c["l_kidney"][1] < c["liver"][1] and c["r_kidney"][1] < c["liver"][1]
+    assert c["liver"][2] > c["r_psoas"][2] and c["spleen"][2] > c["l_psoas"][2]
+    assert (lab[img < -900] == 0).all()                    # no organ in air or gas
+
+
+def test_ct_and_mr_appearance_models():
+    geom = phantom.make_geometry(2)
+    ct, lab, aff = phantom.render(geom, "ct", blur=0)
+    mr, _, _ = phantom.render(geom, "mr", blur=0)
+    x = np.indices(ct.shape).reshape(3, -1)
+    tissue = phantom._tissues_and_labels(
+        geom, phantom._to_body(geom, (aff[:3, :3] @ x + aff[:3, 3:4]).T))[0].reshape(ct.shape)
+    med = lambda img, t: float(np.median(img[tissue == t]))  # noqa: E731
+    # CT: fat negative, bone brightest, gas dark, liver/spleen/muscle within 40 HU
+    assert med(ct, phantom.FAT) < 0 < med(ct, phantom.MUSCLE) < med(ct, phantom.BONE)
+    assert med(ct, phantom.GAS) < -800
+    soft = [med(ct, t) for t in (phantom.LIVER, phantom.SPLEEN, phantom.MUSCLE)]
+    assert max(soft) - min(soft) < 40
+    # MR: fat brightest, bone and muscle dark, spleen below liver (another ordering)
+    assert med(mr, phantom.FAT) > med(mr, phantom.LIVER) > med(mr, phantom.SPLEEN)
+    assert med(mr, phantom.BONE) < med(mr, phantom.MUSCLE) < med(mr, phantom.LIVER)
+    # Rician-like noise: no negative MR values, air not exactly zero
+    assert mr.min() >= 0 and med(mr, phantom.AIR) > 0
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_mi_finds_alignment_where_ssd_does_not(seed):
+    """Aligned CT/MR of one patient: MI prefers the aligned pair over shifted copies; inside
+    the body, z-normalised SSD prefers the shifted copies (tissue mapping is non-monotonic)."""
+    geom = phantom.make_geometry(seed)
+    ct, _, _ = phantom.render(geom, "ct")
+    mr, _, _ = phantom.render(geom, "mr")
+    body = ct > -500
+    for axis in (0, 1, 2):
+        for shift in (2, 4):
+            sl = lambda a, lo: np.take(a, range(lo, a.shape[axis] - shift + lo), axis=axis)  # noqa: E731
+            ct_c, mask = sl(ct, shift), sl(body, shift)
+            aligned, shifted = sl(mr, shift), sl(mr, 0)
+            assert mutual_information(ct_c, aligned) > mutual_information(ct_c, shifted) + 0.05
+            assert zssd(ct_c[mask], aligned[mask]) > zssd(ct_c[mask], shifted[mask])
+
+
+def test_write_other_orientation_and_spacing(tmp_path):
+    manifest = phantom.generate(tmp_path, n_per_modality=1, orientation="LPS", write_spacing=3.0)
+    rec = read_manifest(manifest)[0]
+    img = nib.load(rec.image)
+    assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
+    assert np.allclose(img.header.get_zooms()[:3], 3.0)
+    assert img.shape == (53, 43, 43)                        # same 160x128x128 mm field of view
+    # the same patient lies at the same world position on both grids
+    geom = phantom.make_geometry(0)
+    _, lab_ras, aff_ras = phantom.render(geom, "ct")
+    lab_lps = np.asarray(nib.load(rec.label).dataobj)
+    for v in (1, 5):
+        d = world_centroid(lab_lps, img.affine, v) - world_centroid(lab_ras, aff_ras, v)
+        assert np.linalg.norm(d) < 1.5, (v, d)
+
+
+def test_grid_affine_centred():
+    aff = phantom.grid_affine((10, 20, 30), (1.0, 2.0, 3.0), "PIL")
+    assert nib.aff2axcodes(aff) == ("P", "I", "L")
+    assert np.allclose(aff[:3, :3] @ np.array([4.5, 9.5, 14.5]) + aff[:3, 3], 0)
