@@ -86,11 +86,11 @@ def reorient_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray
 def isotropic_grid(affine: np.ndarray, shape: Sequence[int], spacing: float
                    ) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Isotropic grid of ``spacing`` mm with the direction cosines of ``affine`` covering the
-    same field of view (``round(n * old / spacing)`` voxels) around the same centre."""
+    whole field of view (``ceil(n * old / spacing)`` voxels) around the same centre."""
     affine = np.asarray(affine, float)
     old = voxel_sizes(affine)
     n = np.asarray(shape[:3], float)
-    new_n = np.maximum(1, np.round(n * old / spacing)).astype(int)
+    new_n = np.maximum(1, np.ceil(n * old / spacing - 1e-6)).astype(int)
     out = np.eye(4)
     out[:3, :3] = affine[:3, :3] / old * spacing
     centre = affine[:3, :3] @ ((n - 1) / 2) + affine[:3, 3]
@@ -101,13 +101,17 @@ def isotropic_grid(affine: np.ndarray, shape: Sequence[int], spacing: float
 def resample(data: np.ndarray, affine: np.ndarray, out_affine: np.ndarray,
              out_shape: Sequence[int], order: int = 1, cval: float = 0.0) -> np.ndarray:
     """Sample 3-D ``data`` (on ``affine``) at the voxel centres of the grid ``out_affine`` /
-    ``out_shape``, in world coordinates. Up to one voxel outside the input field of view the
-    edge value is used, further out ``cval``."""
+    ``out_shape``, in world coordinates. Inside the input's field of view (voxel centres plus
+    half a voxel) the edge values are extended, outside it the result is ``cval``."""
     m = np.linalg.inv(np.asarray(affine, float)) @ np.asarray(out_affine, float)
-    padded = np.pad(data, 1, mode="edge")
-    return ndimage.affine_transform(padded, m[:3, :3], offset=m[:3, 3] + 1.0,
-                                    output_shape=tuple(int(s) for s in out_shape), order=order,
-                                    mode="constant", cval=cval)
+    out_shape = tuple(int(s) for s in out_shape)
+    out = ndimage.affine_transform(data, m[:3, :3], offset=m[:3, 3], output_shape=out_shape,
+                                   order=order, mode="nearest")
+    inside = ndimage.affine_transform(np.ones(data.shape, np.uint8), m[:3, :3],
+                                      offset=m[:3, 3], output_shape=out_shape, order=0,
+                                      mode="grid-constant", cval=0)
+    out[inside == 0] = cval
+    return out
 
 
 def resample_isotropic(data: np.ndarray, affine: np.ndarray, spacing: float, order: int = 1,

@@ -52,6 +52,20 @@ def check_labels_config(labels_map: Mapping, evaluate: Sequence[str] | None = No
     return out
 
 
+def _gzip_broken(path: Path) -> bool:
+    """True if ``path`` is gzip compressed and its stream cannot be read to the end."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            return False
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except (EOFError, zlib.error, OSError):
+        return True
+    return False
+
+
 def read_nifti(path: Path | str, where: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Read a NIfTI file fully (array as stored, float64 for scaled data) and its affine.
 
@@ -70,6 +84,9 @@ def read_nifti(path: Path | str, where: str = "") -> tuple[np.ndarray, np.ndarra
         raise InputError(prefix, f"corrupt or truncated file ({type(exc).__name__}: {exc})",
                          "re-download or re-export the file") from None
     except Exception as exc:  # nibabel raises various types for non-NIfTI input
+        if _gzip_broken(path):
+            raise InputError(prefix, "corrupt or truncated gzip file",
+                             "re-download or re-export the file") from None
         raise InputError(prefix, f"not a readable NIfTI/image file ({type(exc).__name__}: "
                          f"{exc})", "convert it to NIfTI (.nii or .nii.gz)") from None
     if not np.all(np.isfinite(affine)):

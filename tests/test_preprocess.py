@@ -1,0 +1,197 @@
+"""Preprocessing: world coordinates kept, RAS isotropic output, labels, prostate cases."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from suitsbench import phantom
+from suitsbench.errors import InputError
+from suitsbench.preprocess import (crop_or_pad, isotropic_grid, normalise_image,
+                                   preprocess_arrays, preprocess_case, relabel,
+                                   reorient_canonical, resample_isotropic, resize_to_reference)
+
+PROSTATE_LABELS = {1: "gland", 2: "landmark_1", 3: "landmark_2"}
+
+
+def world_centroid(label: np.ndarray, affine: np.ndarray, value: int) -> np.ndarray:
+    idx = np.argwhere(label == value).mean(0)
+    return affine[:3, :3] @ idx + affine[:3, 3]
+
+
+def test_lps_3mm_to_ras_2mm_keeps_world_centroids(tmp_path):
+    """Phantom written in LPS at 3 mm: after preprocessing (RAS, 2 mm, cropped) every organ's
+    world centroid moves by less than half an output voxel (the output grid pads, so no organ
+    is cut)."""
+    manifest = phantom.generate(tmp_path, n_per_modality=1, modalities=("ct",),
+                                orientation="LPS", write_spacing=3.0, seed=2)
+    img_p, lab_p = tmp_path / "p000_ct_image.nii.gz", tmp_path / "p000_ct_label.nii.gz"
+    raw_lab = nib.load(lab_p)
+    assert nib.aff2axcodes(raw_lab.affine) == ("L", "P", "S") and manifest.is_file()
+    out = preprocess_case(img_p, lab_p, tmp_path / "o.nii.gz", tmp_path / "ol.nii.gz",
+                          labels_map=phantom.LABELS, spacing=2.0, shape=(84, 68, 66))
+    saved = nib.load(tmp_path / "o.nii.gz")
+    assert saved.shape == (84, 68, 66)
+    assert nib.aff2axcodes(saved.affine) == ("R", "A", "S")
+    assert np.allclose(saved.header.get_zooms(), 2.0)
+    assert np.allclose(saved.affine, out.affine)
+    lab = np.asarray(nib.load(tmp_path / "ol.nii.gz").dataobj)
+    assert lab.dtype == np.uint8
+    raw = np.asarray(raw_lab.dataobj)
+    for v in range(1, 7):
+        d = world_centroid(lab, out.affine, v) - world_centroid(raw, raw_lab.affine, v)
+        assert np.abs(d).max() < 1.0, (v, d)
+    img = saved.get_fdata()
+    assert abs(img.mean()) < 1e-4 and abs(img.std() - 1) < 1e-4   # z-score, whole volume
+
+
+def test_reorient_canonical_is_lossless():
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    aff = phantom.grid_affine((2, 3, 4), (1.0, 2.0, 3.0), "PIL")
+    can, can_aff = reorient_canonical(data, aff)
+    assert nib.aff2axcodes(can_aff) == ("R", "A", "S") and can.shape == (4, 2, 3)
+    # the voxel at world w has the same value in both
+    for ijk in [(0, 0, 0), (1, 2, 3), (1, 0, 2)]:
+        w = aff[:3, :3] @ ijk + aff[:3, 3]
+        ijk2 = np.rint(np.linalg.solve(can_aff[:3, :3], w - can_aff[:3, 3])).astype(int)
+        assert can[tuple(ijk2)] == data[ijk]
+
+
+def test_isotropic_grid_keeps_fov_and_centre():
+    aff = np.diag([3.0, 1.0, 0.5, 1.0])
+    aff[:3, 3] = [10, -5, 2]
+    out, shape = isotropic_grid(aff, (20, 30, 40), 2.0)
+    assert shape == (30, 15, 10)
+    assert np.allclose(np.linalg.norm(out[:3, :3], axis=0), 2.0)
+    c_in = aff[:3, :3] @ ((np.array([20, 30, 40]) - 1) / 2) + aff[:3, 3]
+    c_out = out[:3, :3] @ ((np.array(shape) - 1) / 2) + out[:3, 3]
+    assert np.allclose(c_in, c_out)
+
+
+def test_resample_identity_and_linear_ramp():
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    ramp = np.broadcast_to(np.arange(10, dtype=np.float32)[:, None, None], (10, 8, 6)).copy()
+    same, same_aff = resample_isotropic(ramp, aff, 2.0)
+    assert np.allclose(same, ramp, atol=1e-5) and np.allclose(same_aff, aff)
+    fine, fine_aff = resample_isotropic(ramp, aff, 1.0, antialias=False)
+    # a linear function of world x is reproduced inside the field of view
+    x_world = fine_aff[0, 0] * np.arange(fine.shape[0]) + fine_aff[0, 3]
+    inside = (x_world >= 0) & (x_world <= 18)
+    assert np.allclose(fine[inside, 3, 3], x_world[inside] / 2, atol=1e-4)
+
+
+def test_crop_or_pad_keeps_world_coordinates():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(9, 6, 7)).astype(np.float32)
+    aff = phantom.grid_affine(data.shape, 2.0, "RAS")
+    aff[:3, 3] += [3.0, -1.0, 7.0]
+    out, out_aff = crop_or_pad(data, aff, (5, 10, 7), cval=-9)
+    assert out.shape == (5, 10, 7)
+    hits = 0
+    for idx in np.ndindex(out.shape):
+        w = out_aff[:3, :3] @ idx + out_aff[:3, 3]
+        src = np.linalg.solve(aff[:3, :3], w - aff[:3, 3])
+        src_i = np.rint(src).astype(int)
+        assert np.allclose(src, src_i)
+        if all(0 <= s < n for s, n in zip(src_i, data.shape)):
+            assert out[idx] == data[tuple(src_i)]
+            hits += 1
+        else:
+            assert out[idx] == -9
+    assert hits == 5 * 6 * 7
+    # the field of view centre stays (within half a voxel for odd/even changes)
+    c = lambda a, s: a[:3, :3] @ ((np.array(s) - 1) / 2) + a[:3, 3]  # noqa: E731
+    assert np.all(np.abs(c(out_aff, out.shape) - c(aff, data.shape)) <= 1.0 + 1e-9)
+
+
+def test_multichannel_label_round_trip(tmp_path):
+    shape = (12, 10, 8)
+    truth = np.zeros(shape, np.uint8)
+    truth[2:6, 2:7, 1:5] = 1
+    truth[7:10, 3:8, 2:6] = 2
+    truth[3:5, 3:5, 2:4] = 3                                # inside organ 1
+    channels = np.stack([(truth == v) | ((v == 1) & (truth == 3)) for v in (1, 2, 3)],
+                        -1).astype(np.float64)
+    aff = np.diag([1.5, 1.5, 1.5, 1.0])
+    img = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(img, aff), str(tmp_path / "i.nii.gz"))
+    nib.save(nib.Nifti1Image(channels, aff), str(tmp_path / "l.nii.gz"))
+    out = preprocess_case(tmp_path / "i.nii.gz", tmp_path / "l.nii.gz", tmp_path / "o.nii.gz",
+                          tmp_path / "ol.nii.gz", labels_map={1: "a", 2: "b", 3: "c"},
+                          evaluate=["b", "a"], spacing=1.5, shape=shape)
+    expect = np.zeros(shape, np.uint8)
+    expect[(truth == 1) | (truth == 3)] = 2                 # 'a' is organ 2 in evaluate order
+    expect[truth == 2] = 1
+    assert np.array_equal(out.label, expect)
+    back = np.asarray(nib.load(tmp_path / "ol.nii.gz").dataobj)
+    assert np.array_equal(back, expect)
+    # the same labels as a 3-D index file give the same result (nearest neighbour path)
+    nib.save(nib.Nifti1Image(truth, aff), str(tmp_path / "l3.nii.gz"))
+    out3 = preprocess_case(tmp_path / "i.nii.gz", tmp_path / "l3.nii.gz", tmp_path / "o3.nii.gz",
+                           tmp_path / "ol3.nii.gz", labels_map={1: "a", 2: "b", 3: "c"},
+                           evaluate=["b", "a"], spacing=1.5, shape=shape)
+    assert np.array_equal(out3.label[truth != 3], expect[truth != 3])
+    assert (out3.label[truth == 3] == 0).all()              # 'c' not evaluated -> background
+
+
+def test_multichannel_downsampled_keeps_organ_volume():
+    shape = (40, 40, 40)
+    x = np.indices(shape) - 19.5
+    ball = (np.sqrt((x ** 2).sum(0)) < 12).astype(np.float32)
+    out = preprocess_arrays(np.random.default_rng(0).normal(size=shape), np.eye(4),
+                            ball[..., None], labels_map={1: "ball"}, spacing=2.0,
+                            shape=(20, 20, 20))
+    vol = (out.label == 1).sum() * 8.0
+    assert abs(vol - ball.sum()) / ball.sum() < 0.1
+
+
+def test_relabel_and_normalise():
+    assert relabel(np.array([0, 3, 5, 7, 3.0]), [5, 3]).tolist() == [0, 2, 1, 0, 2]
+    with pytest.raises(InputError, match="constant"):
+        normalise_image(np.ones((3, 3, 3)))
+    with pytest.raises(InputError, match="preprocess.normalise"):
+        normalise_image(np.arange(8.0).reshape(2, 2, 2), "minmax")
+    assert normalise_image(np.arange(8.0), "none").tolist() == list(range(8))
+
+
+def test_resize_to_reference():
+    data = np.zeros((8, 8, 8), np.float32)
+    data[:4] = 1.0
+    out = resize_to_reference(data, (4, 6, 10))
+    assert out.shape == (4, 6, 10)
+    assert np.allclose(out[:2], 1) and np.allclose(out[2:], 0)   # halves map onto halves
+    lab = resize_to_reference(np.stack([data, 1 - data], -1), (4, 6, 10))
+    assert lab.shape == (4, 6, 10, 2)
+    idx = resize_to_reference(data.astype(np.uint8), (16, 8, 8), order=0)
+    assert idx.dtype == np.uint8 and idx[:8].all() and not idx[8:].any()
+
+
+def test_bad_label_file_is_reported(tmp_path):
+    aff = np.eye(4)
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(5, 5, 5)), aff),
+             str(tmp_path / "i.nii.gz"))
+    nib.save(nib.Nifti1Image(np.full((5, 5, 5), 4, np.uint8), aff), str(tmp_path / "l.nii.gz"))
+    with pytest.raises(InputError, match=r"l\.nii\.gz: label value\(s\) \[4\]"):
+        preprocess_case(tmp_path / "i.nii.gz", tmp_path / "l.nii.gz", tmp_path / "o.nii.gz",
+                        tmp_path / "ol.nii.gz", labels_map={1: "a"}, shape=(5, 5, 5))
+
+
+@pytest.mark.parametrize("case, split", [("case000002", "train"), ("case000025", "test")])
+def test_prostate_pair_preprocesses(prostate_dir, tmp_path, case, split):
+    """3-D (case000002) and 4-D (case000025) label files; the moving MR is resized onto the
+    fixed US grid (the data set's convention), then both get the same canonical grid."""
+    d = prostate_dir / split
+    fixed_img = d / "fixed_images" / f"{case}.nii.gz"
+    kw = dict(labels_map=PROSTATE_LABELS, evaluate=["gland"], spacing=0.8, shape=(24, 30, 20))
+    fix = preprocess_case(fixed_img, d / "fixed_labels" / f"{case}.nii.gz",
+                          tmp_path / "f.nii.gz", tmp_path / "fl.nii.gz", **kw)
+    mov = preprocess_case(d / "moving_images" / f"{case}.nii.gz",
+                          d / "moving_labels" / f"{case}.nii.gz", tmp_path / "m.nii.gz",
+                          tmp_path / "ml.nii.gz", reference=fixed_img, **kw)
+    assert fix.image.shape == mov.image.shape == (24, 30, 20)
+    assert np.allclose(fix.affine, mov.affine)
+    assert set(np.unique(fix.label)) == {0, 1} and set(np.unique(mov.label)) == {0, 1}
+    a, b = fix.label == 1, mov.label == 1
+    dice = 2 * (a & b).sum() / (a.sum() + b.sum())
+    assert dice > 0.3                                      # roughly overlapping glands
+    assert nib.aff2axcodes(fix.affine) == ("R", "A", "S")
