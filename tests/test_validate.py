@@ -10,7 +10,7 @@ import pytest
 
 from suitsbench.errors import InputError
 from suitsbench.manifest import read_manifest, write_manifest
-from suitsbench.validate import check_labels_config, validate_records
+from suitsbench.validate import check_labels_config, validate_config, validate_records
 
 LABELS = {1: "liver", 2: "spleen"}
 SHAPE = (6, 5, 4)
@@ -266,3 +266,18 @@ def test_prostate_set_validates(prostate_dir):
     with pytest.raises(InputError, match=r"channel\(s\)"):
         validate_records(recs, {1: "gland"}, moving_modality="mr", fixed_modality="us",
                          pairing="paired")
+
+
+def test_validate_config(tmp_path):
+    m = dataset(tmp_path)
+    cfg = {"seed": 1, "data": {"manifest": str(m), "labels": {1: "liver", 2: "spleen"},
+                               "evaluate": ["liver"], "moving_modality": "ct",
+                               "fixed_modality": "mr", "pairing": "unpaired"},
+           "split": {"n_test": 1, "folds": 1}}
+    records, split = validate_config(cfg)
+    assert len(records) == 6 and len(split.test_pairs) == 1
+    cfg["data"]["evaluate"] = ["kidney"]
+    with pytest.raises(InputError, match="data.evaluate"):
+        validate_config(cfg)
+    with pytest.raises(InputError, match="data.manifest"):
+        validate_config({"data": {}})

@@ -19,7 +19,7 @@ from suitsbench.errors import InputError
 from suitsbench.manifest import Record
 from suitsbench.split import Split, make_split
 
-__all__ = ["validate_records", "check_labels_config", "read_nifti", "spatial_label_array",
+__all__ = ["validate_records", "validate_config", "check_labels_config", "read_nifti", "spatial_label_array",
            "check_image", "check_label"]
 
 
@@ -264,3 +264,29 @@ def validate_records(records: Sequence[Record], labels_map: Mapping, *,
         check_label(ldata, labels, where, spatial_shape=_squeeze_trailing(data).shape)
         _check_affines(affine, laff, affine_tol, where)
     return split
+
+
+def validate_config(config: Mapping, manifest: str | Path | None = None, *,
+                    base_dir: str | Path | None = None, fold: int = 0,
+                    read_files: bool = True) -> tuple[list[Record], Split]:
+    """Read the manifest named by ``config['data']['manifest']`` (or ``manifest``, e.g. the
+    phantom's ``raw/manifest.tsv``) and run :func:`validate_records` with the config's
+    ``data`` and ``split`` settings (``split.test_subjects`` optional) and ``seed``.
+    Returns ``(records, split)``."""
+    from suitsbench.manifest import read_manifest
+
+    data = config.get("data", {}) or {}
+    split_cfg = config.get("split", {}) or {}
+    path = manifest if manifest is not None else data.get("manifest")
+    if not path:
+        raise InputError("data.manifest", "no manifest given",
+                         "set data.manifest to a TSV (see config/README.md) or use the phantom")
+    records = read_manifest(path, base_dir=base_dir)
+    split = validate_records(
+        records, data.get("labels") or {}, moving_modality=str(data.get("moving_modality", "ct")),
+        fixed_modality=str(data.get("fixed_modality", "mr")),
+        pairing=str(data.get("pairing", "unpaired")), n_test=int(split_cfg.get("n_test", 2)),
+        folds=int(split_cfg.get("folds", 1)), fold=fold, seed=int(config.get("seed", 0)),
+        test_subjects=split_cfg.get("test_subjects"), evaluate=data.get("evaluate"),
+        read_files=read_files)
+    return records, split
