@@ -183,11 +183,15 @@ def organ_channels(labels_map: Mapping[int, str], evaluate: Sequence[str] | None
 
 def relabel(index_map: np.ndarray, values: Sequence[int]) -> np.ndarray:
     """Index map -> uint8 with ``values[k]`` -> ``k + 1``, everything else 0."""
-    idx = np.rint(np.asarray(index_map)).astype(np.int64)
+    idx = np.asarray(index_map)
+    if not np.issubdtype(idx.dtype, np.integer):
+        idx = np.rint(idx).astype(np.int32)
+    if idx.size and idx.min() < 0:
+        idx = np.clip(idx, 0, None)
     lut = np.zeros(max(int(idx.max(initial=0)), max(values, default=0)) + 1, np.uint8)
     for k, v in enumerate(values):
         lut[v] = k + 1
-    return lut[np.clip(idx, 0, None)]
+    return lut[idx]
 
 
 def _channels_to_index(probs: np.ndarray) -> np.ndarray:

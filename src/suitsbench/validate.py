@@ -152,10 +152,15 @@ def check_label(data: np.ndarray, labels_map: Mapping[int, str], where: str,
                              f"{extra} not in data.labels {known}",
                              "add them to data.labels (channel c is label value c+1)")
         return data
-    values = np.unique(data)
-    if np.issubdtype(values.dtype, np.floating) and not np.all(values == np.round(values)):
+    if np.issubdtype(data.dtype, np.integer) and data.size and data.min() >= 0:
+        values = np.flatnonzero(np.bincount(data.ravel()))      # fast for big volumes
+    else:
+        values = np.unique(data)
+    if np.issubdtype(values.dtype, np.floating) and np.any(
+            np.abs(values - np.rint(values)) > 1e-3):
         raise InputError(where, "index label map has non-integer values",
                          "store labels as integers (nearest-neighbour, not interpolated)")
+    values = np.rint(values)
     unknown = sorted(int(v) for v in values if v != 0 and int(v) not in labels_map)
     if unknown:
         raise InputError(where, f"label value(s) {unknown[:10]} not in data.labels {known}",
