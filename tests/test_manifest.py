@@ -86,20 +86,19 @@ def test_write_read_round_trip(tmp_path):
 
 def test_visceral_like_layout(tmp_path):
     """VISCERAL gold corpus: volumes/<pid>_1_<modality>... one index label file per image."""
-    m = _write(tmp_path / "visceral.tsv",
-               "subject|modality|image|label\n"
-               "10000100|ct|volumes/10000100_1_CTce_ThAb.nii.gz|labels/10000100_1_CTce_ThAb.nii.gz\n"
-               "10000130|mr|volumes/10000130_1_MRT1cefs_Ab.nii.gz|labels/10000130_1_MRT1cefs_Ab.nii.gz\n")
+    ct, mr = "10000100_1_CTce_ThAb.nii.gz", "10000130_1_MRT1cefs_Ab.nii.gz"
+    m = _write(tmp_path / "visceral.tsv", "subject|modality|image|label\n"
+               f"10000100|ct|volumes/{ct}|labels/{ct}\n10000130|mr|volumes/{mr}|labels/{mr}\n")
     recs = read_manifest(m)
     assert [r.id for r in recs] == ["10000100_ct", "10000130_mr"]
 
 
 def test_learn2reg_abdomen_mrct_layout(tmp_path):
     """Learn2Reg AbdomenMRCT: imagesTr/AbdomenMRCT_XXXX_0000 = MR, _0001 = CT; same patient."""
-    m = _write(tmp_path / "AbdomenMRCT" / "manifest.tsv",
-               "subject|modality|image|label|pair\n"
-               "0001|mr|imagesTr/AbdomenMRCT_0001_0000.nii.gz|labelsTr/AbdomenMRCT_0001_0000.nii.gz|0001\n"
-               "0001|ct|imagesTr/AbdomenMRCT_0001_0001.nii.gz|labelsTr/AbdomenMRCT_0001_0001.nii.gz|0001\n")
+    mr, ct = "AbdomenMRCT_0001_0000.nii.gz", "AbdomenMRCT_0001_0001.nii.gz"
+    m = _write(tmp_path / "AbdomenMRCT" / "manifest.tsv", "subject|modality|image|label|pair\n"
+               f"0001|mr|imagesTr/{mr}|labelsTr/{mr}|0001\n"
+               f"0001|ct|imagesTr/{ct}|labelsTr/{ct}|0001\n")
     recs = read_manifest(m)
     assert recs[1].image == tmp_path / "AbdomenMRCT/imagesTr/AbdomenMRCT_0001_0001.nii.gz"
     assert {r.pair for r in recs} == {"0001"}

@@ -128,7 +128,8 @@ def test_mi_finds_alignment_where_ssd_does_not(seed):
     body = ct > -500
     for axis in (0, 1, 2):
         for shift in (2, 4):
-            sl = lambda a, lo: np.take(a, range(lo, a.shape[axis] - shift + lo), axis=axis)  # noqa: E731
+            def sl(a, lo, axis=axis, shift=shift):
+                return np.take(a, range(lo, a.shape[axis] - shift + lo), axis=axis)
             ct_c, mask = sl(ct, shift), sl(body, shift)
             aligned, shifted = sl(mr, shift), sl(mr, 0)
             assert mutual_information(ct_c, aligned) > mutual_information(ct_c, shifted) + 0.05

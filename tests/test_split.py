@@ -71,3 +71,18 @@ def test_fixed_split_column_and_test_subjects():
     assert s.test_pairs == ["c0_mr__to__c0_us", "c1_mr__to__c1_us"]
     s2 = make_split(unpaired(5, 5), n_test=1, test_subjects=["c01", "m03", "m04"])
     assert s2.test_ids == ["c01_ct", "m03_mr", "m04_mr"] and len(s2.test_pairs) == 2
+
+
+def test_shared_subjects_stay_on_one_side():
+    """Learn2Reg-like: some patients have both CT and MR; none may straddle train and test."""
+    recs = ([Record(f"s{i}", "ct", Path("x"), None) for i in range(8)]
+            + [Record(f"s{i}", "mr", Path("x"), None) for i in range(4, 12)])
+    for seed in range(10):
+        s = make_split(recs, n_test=2, seed=seed)
+        test_subj = {i.rsplit("_", 1)[0] for i in s.test_ids}
+        train_subj = {i.rsplit("_", 1)[0] for i in s.train_ids}
+        assert not test_subj & train_subj
+        assert sum(i.endswith("_ct") for i in s.test_ids) == 2
+        assert sum(i.endswith("_mr") for i in s.test_ids) >= 2
+    folds = [set(make_split(recs, n_test=0, folds=4, fold=f).test_ids) for f in range(4)]
+    assert set().union(*folds) == {r.id for r in recs} and sum(map(len, folds)) == 16

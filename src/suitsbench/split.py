@@ -66,7 +66,9 @@ def make_split(records: Sequence[Record], n_test: int, folds: int = 1, fold: int
                fixed_modality: str = "mr", test_subjects: Sequence[str] | None = None) -> Split:
     """Split ``records`` into train/test image ids and pair ids (see the module docstring).
 
-    Unpaired: per modality, ``n_test`` subjects go to test (or fold ``fold`` of ``folds``).
+    Unpaired: per modality, ``n_test`` subjects go to test (or fold ``fold`` of ``folds``);
+    a subject id present in both modalities (same patient) goes to the same side as its
+    moving image, the remaining fixed subjects fill up the fixed test set.
     Paired: the same over pair keys. ``test_subjects`` (or the manifest's ``split`` column)
     fixes the test subjects instead. Records of other modalities are ignored here (validation
     rejects them).
@@ -77,10 +79,20 @@ def make_split(records: Sequence[Record], n_test: int, folds: int = 1, fold: int
     fix = [r for r in records if r.modality == fixed_modality]
     if pairing == "unpaired":
         test_ids, train_ids = set(), set()
-        for k, group in enumerate((mov, fix)):
-            subjects = [r.subject for r in group]
-            test_subj = (set(subjects) & fixed_test if fixed_test is not None else
-                         set(select_test(subjects, n_test, folds, fold, seed + k)))
+        mov_subj = {r.subject for r in mov}
+        if fixed_test is not None:
+            test_mov = mov_subj & fixed_test
+            test_fix = {r.subject for r in fix} & fixed_test
+        else:
+            test_mov = set(select_test(sorted(mov_subj), n_test, folds, fold, seed))
+            # a subject imaged in both modalities follows its moving image (no leakage);
+            # the other fixed subjects are split on their own
+            shared = {r.subject for r in fix} & mov_subj
+            free = sorted({r.subject for r in fix} - mov_subj)
+            forced = shared & test_mov
+            test_fix = forced | set(select_test(free, max(0, n_test - len(forced)), folds,
+                                                fold, seed + 1))
+        for group, test_subj in ((mov, test_mov), (fix, test_fix)):
             for r in group:
                 (test_ids if r.subject in test_subj else train_ids).add(r.id)
 

@@ -19,7 +19,8 @@ from suitsbench.errors import InputError
 from suitsbench.manifest import Record
 from suitsbench.split import Split, make_split
 
-__all__ = ["validate_records", "validate_config", "check_labels_config", "read_nifti", "spatial_label_array",
+__all__ = ["validate_records", "validate_config", "check_labels_config", "read_nifti",
+           "spatial_label_array",
            "check_image", "check_label"]
 
 
@@ -48,7 +49,8 @@ def check_labels_config(labels_map: Mapping, evaluate: Sequence[str] | None = No
     for name in evaluate or ():
         if name not in out.values():
             raise InputError("data.evaluate", f"organ {name!r} is not in data.labels "
-                             f"({', '.join(out.values())})", "fix the name or add it to data.labels")
+                             f"({', '.join(out.values())})",
+                             "fix the name or add it to data.labels")
     return out
 
 
