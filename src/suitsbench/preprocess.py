@@ -39,7 +39,7 @@ from suitsbench.validate import check_image, check_label, check_labels_config, r
 __all__ = [
     "Preprocessed", "preprocess_case", "preprocess_arrays", "resize_to_reference",
     "reorient_canonical", "isotropic_grid", "resample_isotropic", "resample", "crop_or_pad",
-    "normalise_image", "relabel", "organ_channels",
+    "normalise_image", "relabel", "organ_channels", "voxel_sizes",
 ]
 
 PathLike = str | os.PathLike
