@@ -1,0 +1,202 @@
+"""Iterative diffusion-regularised registration on learned or hand-crafted representations.
+
+Eq. (2) of the paper: ``u^k = u^{k-1} + gamma * Δu^{k-1}``, ``u^0 = 0``. Every iteration
+
+1. warps the moving grey-value image by ``u^{k-1}`` on the image grid,
+2. computes its representation ``R_mov^{k-1}`` (FeatCNN, MIND-SSC, ...) on the feature grid,
+3. brings ``u^{k-1}`` to the feature grid (``suits.warp.downsample_field``: feature voxel ``i``
+   sits at image voxel ``i*f``, the FeatCNN convention),
+4. solves the Brox/Gauss-Newton system for ``Δu`` on the feature grid
+   (``suits.diffusion.gauss_newton_step``),
+5. upsamples ``Δu`` to the image grid (``suits.warp.upsample_field``: trilinear + box filter of
+   size ``smooth``; the paper's quadratic B-spline model) and adds ``gamma * Δu``.
+
+``R_fix`` is computed once. :func:`iterate` is the single iteration used both here (under
+``torch.no_grad``) and, differentiably, by :mod:`suits.train`.
+
+A representation is anything ``rep(x, modality) -> (B, C, ceil(D/f), ceil(H/f), ceil(W/f))``
+with an integer attribute ``factor`` (default 1): a :class:`suits.featcnn.FeatCNN`, the string
+``"mind"`` (:class:`MindRepresentation`, MIND-SSC on the image sampled at every ``f``-th voxel,
+the pre-training target convention) or any callable.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from suits.warp import box_filter, downsample_field, upsample_field, warp
+
+__all__ = [
+    "register",
+    "iterate",
+    "displacement_update",
+    "to_feature_grid",
+    "to_image_grid",
+    "resolve_representation",
+    "MindRepresentation",
+    "representation_ssd",
+]
+
+Representation = Callable[[torch.Tensor, str], torch.Tensor]
+Callback = Callable[[int, torch.Tensor, float], None]
+
+
+class MindRepresentation:
+    """Hand-crafted MIND-SSC as a representation: ``mind_ssc(x)[..., ::f, ::f, ::f]``.
+
+    The descriptor is computed on the full-resolution image and sampled at the feature voxels
+    (feature voxel ``i`` = image voxel ``i*f``), exactly the target the FeatCNN is pre-trained
+    to replicate (:func:`suits.pretrain.mind_target`), so the same iterative scheme and the
+    same ``lam`` apply. ``modality`` is ignored.
+    """
+
+    def __init__(self, factor: int = 4, radius: int = 2, dilation: int = 2) -> None:
+        self.factor = int(factor)
+        self.radius = int(radius)
+        self.dilation = int(dilation)
+
+    def __call__(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        from suits.mind import mind_ssc
+
+        f = self.factor
+        return mind_ssc(x, radius=self.radius, dilation=self.dilation)[..., ::f, ::f, ::f]
+
+    def __repr__(self) -> str:
+        return f"MindRepresentation(factor={self.factor}, radius={self.radius}, dilation={self.dilation})"
+
+
+def resolve_representation(model: Representation | str, factor: int = 4) -> Representation:
+    """``"mind"`` -> :class:`MindRepresentation` (feature grid ``factor``); callables unchanged."""
+    if isinstance(model, str):
+        if model.lower() == "mind":
+            return MindRepresentation(factor=factor)
+        raise ValueError(f"unknown representation {model!r}; use a FeatCNN, a callable or 'mind'")
+    if not callable(model):
+        raise TypeError(f"model must be callable f(x, modality) or 'mind', got {type(model).__name__}")
+    return model
+
+
+def _factor(rep: object) -> int:
+    f = int(getattr(rep, "factor", 1))
+    if f < 1:
+        raise ValueError(f"representation factor must be >= 1, got {f}")
+    return f
+
+
+def to_feature_grid(u: torch.Tensor, factor: int) -> torch.Tensor:
+    """Image-grid field to the feature grid (strided sampling, values / ``factor``)."""
+    return u if int(factor) == 1 else downsample_field(u, factor)
+
+
+def to_image_grid(du: torch.Tensor, shape: Sequence[int], factor: int, smooth: int = 5) -> torch.Tensor:
+    """Feature-grid update to the image grid: trilinear (feature voxel ``i`` at ``i*factor``),
+    values x ``factor``, then a box filter of size ``smooth`` (0/1: none)."""
+    if int(factor) == 1 and tuple(du.shape[-3:]) == tuple(int(s) for s in shape):
+        return box_filter(du, smooth)
+    return upsample_field(du, shape, smooth=smooth, factor=factor)
+
+
+def representation_ssd(r_fix: torch.Tensor, r_mov: torch.Tensor) -> float:
+    """Mean squared difference of two representations (a Python float)."""
+    return float(((r_mov.detach() - r_fix.detach()) ** 2).mean())
+
+
+def displacement_update(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tensor, lam: float,
+                        gamma: float = 1.0, factor: int = 1, smooth: int = 5,
+                        solver: object | None = None, tol: float = 1e-6,
+                        grad_A: bool = False) -> torch.Tensor:
+    """``u^k = u^{k-1} + gamma * up(Δu)`` with ``Δu`` the Gauss-Newton step on the feature grid.
+
+    Args:
+        r_fix, r_mov: ``(B, C, d, h, w)`` representations on the feature grid.
+        u: ``(B, 3, D, H, W)`` current field ``u^{k-1}`` on the image grid (voxels).
+        lam: diffusion weight λ.
+        gamma: step size γ.
+        factor: feature grid factor ``f`` (``d = ceil(D/f)``).
+        smooth: box filter size after the trilinear upsampling.
+        solver, tol, grad_A: passed to :func:`suits.diffusion.gauss_newton_step`.
+
+    Differentiable w.r.t. the representations (and ``u``) if the solver is.
+    """
+    from suits.diffusion import gauss_newton_step
+
+    u_feat = to_feature_grid(u, factor)
+    if tuple(u_feat.shape[-3:]) != tuple(r_fix.shape[-3:]) or r_fix.shape != r_mov.shape:
+        raise ValueError(
+            f"feature grids disagree: fixed {tuple(r_fix.shape)}, moving {tuple(r_mov.shape)}, "
+            f"field on the feature grid {tuple(u_feat.shape)} (image {tuple(u.shape[-3:])}, factor {factor}); "
+            "a representation with factor f must return ceil(n/f) voxels per axis")
+    kwargs = {"solver": solver, "tol": tol}
+    if grad_A:
+        kwargs["grad_A"] = True
+    du = gauss_newton_step(r_fix, r_mov, u_feat, lam, **kwargs)
+    return u + gamma * to_image_grid(du, u.shape[-3:], factor, smooth)
+
+
+def iterate(r_fix: torch.Tensor, represent: Callable[[torch.Tensor], torch.Tensor],
+            moving: torch.Tensor, u: torch.Tensor, lam: float, gamma: float = 1.0,
+            factor: int = 1, smooth: int = 5, solver: object | None = None, tol: float = 1e-6,
+            grad_A: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One iteration of Eq. (2): warp ``moving`` by ``u``, represent it, update ``u``.
+
+    Args:
+        r_fix: fixed representation on the feature grid.
+        represent: maps the warped moving volume ``(B, C, D, H, W)`` to its representation.
+        moving: moving volume on the image grid (grey values, or one-hot labels in training).
+        u: ``u^{k-1}`` on the image grid.
+        others: see :func:`displacement_update`.
+
+    Returns:
+        ``(u^k, R_mov^{k-1})``.
+    """
+    r_mov = represent(warp(moving, u))
+    return displacement_update(r_fix, r_mov, u, lam, gamma=gamma, factor=factor, smooth=smooth,
+                               solver=solver, tol=tol, grad_A=grad_A), r_mov
+
+
+def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | str,
+             iterations: int = 15, lam: float = 10.0, gamma: float = 1.0,
+             fixed_modality: str = "mr", moving_modality: str = "ct",
+             solver: object | None = None, tol: float = 1e-6, smooth: int = 5,
+             callback: Callback | None = None) -> torch.Tensor:
+    """Register ``moving`` to ``fixed``: ``u`` with ``warp(moving, u) ≈ fixed``.
+
+    Args:
+        fixed, moving: ``(B, 1, D, H, W)`` images on the same grid (after affine alignment).
+        model: a FeatCNN, ``"mind"`` (MIND-SSC on a factor-4 feature grid) or any callable
+            ``f(x, modality)`` with an attribute ``factor`` (default 1).
+        iterations: number of updates (paper: 15).
+        lam: diffusion weight λ (paper: 10 at test time).
+        gamma: step size γ (paper: 1).
+        fixed_modality, moving_modality: stream names passed to the model.
+        solver, tol: passed to :func:`suits.diffusion.gauss_newton_step`.
+        smooth: box filter size after upsampling the updates (paper: 5).
+        callback: ``callback(k, u^k, ssd)`` after iteration ``k`` (1-based), ``ssd`` the mean
+            squared difference of ``R_fix`` and ``R_mov^{k-1}`` (the representation the step
+            was computed from, i.e. before this update).
+
+    Returns:
+        ``u`` ``(B, 3, D, H, W)`` float, voxels of the fixed grid, on ``fixed``'s device.
+        Computed under ``torch.no_grad``.
+    """
+    if fixed.dim() != 5 or moving.dim() != 5:
+        raise ValueError(f"images must be (B, 1, D, H, W), got {tuple(fixed.shape)} and {tuple(moving.shape)}")
+    if fixed.shape[-3:] != moving.shape[-3:]:
+        raise ValueError(f"fixed grid {tuple(fixed.shape[-3:])} != moving grid {tuple(moving.shape[-3:])}; "
+                         "resample the moving image onto the fixed grid first")
+    rep = resolve_representation(model)
+    factor = _factor(rep)
+    dtype = fixed.dtype if fixed.is_floating_point() else torch.float32
+    fixed = fixed.to(dtype)
+    moving = moving.to(device=fixed.device, dtype=dtype)
+    batch = max(fixed.shape[0], moving.shape[0])
+    u = torch.zeros((batch, 3, *fixed.shape[-3:]), device=fixed.device, dtype=dtype)
+    with torch.no_grad():
+        r_fix = rep(fixed, fixed_modality)
+        for k in range(1, int(iterations) + 1):
+            u, r_mov = iterate(r_fix, lambda x: rep(x, moving_modality), moving, u, lam,
+                               gamma=gamma, factor=factor, smooth=smooth, solver=solver, tol=tol)
+            if callback is not None:
+                callback(k, u, representation_ssd(r_fix, r_mov))
+    return u
