@@ -1,0 +1,247 @@
+"""End-to-end SUITS training of the FeatCNN (Algorithm 1 of the paper).
+
+Per step:
+
+1. a seeded draw (``torch.Generator``, state kept in the checkpoint) of a batch of pairs and of
+   ``k_back`` uniformly in ``[k_min, k_max]``;
+2. ``k_back - 1`` iterations of Eq. (2) **without gradients** on the label maps: one-hot
+   labels (background included) are the representations, brought to the feature grid by a
+   centred box filter of size ``label_smooth`` followed by sampling every ``f``-th voxel (feature
+   voxel ``i`` = image voxel ``i*f``, the FeatCNN convention); the moving one-hot map is warped
+   on the image grid by ``u^{k-1}`` before pooling, exactly as the grey-value image is warped
+   before the FeatCNN;
+3. one tracked iteration: ``R_fix = FeatCNN(fixed)``, ``R_mov = FeatCNN(warp(moving,
+   u^{k_back-1}))``, ``Δu`` by the differentiable Gauss-Newton step, ``u^{k_back}``;
+4. the moving one-hot labels warped by ``u^{k_back}`` (trilinear per channel, probabilities),
+   loss = cross-entropy against ``argmax S_fix`` (NLL of ``log(p + eps)``); Adam.
+
+``k_back = 0`` (the paper's "k_back in [0, 15]") is treated like ``k_back = 1``: no label
+iterations, the tracked iteration starts from ``u^0 = 0``. The default draws from
+``[1, k_max]``; ``k_min=0`` reproduces the paper's range literally (then 1 is twice as likely).
+
+The pairs of a batch are processed one after the other with gradient accumulation (loss
+averaged over the batch): identical to a batched loss (instance norm is per sample) but needs
+the memory of one pair and allows pairs of different sizes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from suits import checkpoint as ckpt
+from suits.register import iterate
+from suits.warp import box_filter, one_hot, warp_labels
+
+__all__ = ["train_suits", "draw_step", "label_representation", "label_iterations",
+           "tracked_iteration", "guidance_loss", "infer_num_classes"]
+
+logger = logging.getLogger(__name__)
+
+LogFn = Callable[[int, float], None]
+EPS = 1e-8
+
+
+def draw_step(gen: torch.Generator, n_pairs: int, batch: int, k_min: int, k_max: int) -> tuple[list[int], int]:
+    """Pair indices of one batch (without replacement when ``batch <= n_pairs``, else with
+    replacement) and ``k_back`` uniform in ``[k_min, k_max]``, both from ``gen``."""
+    if n_pairs < 1:
+        raise ValueError("no training pairs")
+    if not 0 <= k_min <= k_max:
+        raise ValueError(f"need 0 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+    if batch <= n_pairs:
+        idx = torch.randperm(n_pairs, generator=gen)[:batch].tolist()
+    else:
+        idx = torch.randint(n_pairs, (batch,), generator=gen).tolist()
+    k_back = int(torch.randint(k_min, k_max + 1, (1,), generator=gen))
+    return idx, k_back
+
+
+def label_representation(onehot: torch.Tensor, factor: int, label_smooth: int | None = None) -> torch.Tensor:
+    """One-hot labels ``(B, K, D, H, W)`` on the feature grid: centred box filter of size
+    ``label_smooth`` (default ``f+1`` for even ``f``, ``f`` for odd; 1 = none), then every
+    ``f``-th voxel (``ceil(n/f)`` voxels, feature voxel ``i`` = image voxel ``i*f``)."""
+    f = int(factor)
+    if label_smooth is None:
+        label_smooth = f + 1 if f % 2 == 0 else f
+    x = box_filter(onehot, label_smooth)
+    return x if f == 1 else x[..., ::f, ::f, ::f]
+
+
+def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n: int, lam: float,
+                     factor: int, gamma: float = 1.0, smooth: int = 5, solver: object | None = None,
+                     tol: float = 1e-6, label_smooth: int | None = None) -> torch.Tensor:
+    """``n`` iterations of Eq. (2) with the label maps as representations, without gradients;
+    returns ``u^n`` on the image grid (zeros for ``n <= 0``)."""
+    B = max(fixed_onehot.shape[0], moving_onehot.shape[0])
+    u = torch.zeros((B, 3, *fixed_onehot.shape[-3:]), device=fixed_onehot.device, dtype=fixed_onehot.dtype)
+    if n <= 0:
+        return u
+    with torch.no_grad():
+        represent = lambda x: label_representation(x, factor, label_smooth)  # noqa: E731
+        r_fix = represent(fixed_onehot)
+        for _ in range(int(n)):
+            u, _ = iterate(r_fix, represent, moving_onehot, u, lam, gamma=gamma, factor=factor,
+                           smooth=smooth, solver=solver, tol=tol)
+    return u
+
+
+def tracked_iteration(model: Callable[[torch.Tensor, str], torch.Tensor], fixed: torch.Tensor,
+                      moving: torch.Tensor, u: torch.Tensor, lam: float,
+                      fixed_modality: str = "mr", moving_modality: str = "ct", gamma: float = 1.0,
+                      smooth: int = 5, solver: object | None = None, tol: float = 1e-6,
+                      grad_A: bool = False) -> torch.Tensor:
+    """The iteration at ``k_back`` with autograd: FeatCNN features of the fixed image and of
+    the moving grey-value image warped by ``u`` (``u^{k_back-1}``, treated as a constant);
+    returns ``u^{k_back}`` (differentiable w.r.t. the model weights)."""
+    u = u.detach()
+    r_fix = model(fixed, fixed_modality)
+    u_new, _ = iterate(r_fix, lambda x: model(x, moving_modality), moving, u, lam, gamma=gamma,
+                       factor=int(getattr(model, "factor", 1)), smooth=smooth, solver=solver,
+                       tol=tol, grad_A=grad_A)
+    return u_new
+
+
+def guidance_loss(moving_labels: torch.Tensor, fixed_labels: torch.Tensor, u: torch.Tensor,
+                  num_classes: int, eps: float = EPS) -> torch.Tensor:
+    """Eq. (3): cross-entropy of the warped (trilinear, non one-hot) moving label probabilities
+    against the fixed index map: ``nll(log(p + eps), argmax S_fix)``, mean over voxels."""
+    p = warp_labels(moving_labels, u, num_classes)
+    target = fixed_labels[:, 0] if fixed_labels.dim() == 5 else fixed_labels
+    return F.nll_loss(torch.log(p + eps), target.long())
+
+
+def infer_num_classes(pairs: Sequence[Mapping[str, torch.Tensor]]) -> int:
+    """``1 + `` the largest label value over all fixed and moving label maps."""
+    return 1 + max(int(p[key].max()) for p in pairs for key in ("fixed_labels", "moving_labels"))
+
+
+def _check_pairs(pairs: Sequence[Mapping[str, torch.Tensor]]) -> None:
+    if len(pairs) == 0:
+        raise ValueError("train_suits: no training pairs")
+    for i, p in enumerate(pairs):
+        missing = {"fixed", "moving", "fixed_labels", "moving_labels"} - set(p)
+        if missing:
+            raise ValueError(f"train_suits: pair {i} lacks {sorted(missing)}")
+        shapes = {k: tuple(p[k].shape) for k in ("fixed", "moving", "fixed_labels", "moving_labels")}
+        if len({s[-3:] for s in shapes.values()}) != 1 or any(len(s) != 5 or s[:2] != (1, 1) for s in shapes.values()):
+            raise ValueError(f"train_suits: pair {i} must hold (1, 1, D, H, W) tensors on one grid, got {shapes}")
+
+
+def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], steps: int = 250,
+                batch: int = 3, lr: float = 1e-5, lam: float = 5.0, k_max: int = 15,
+                gamma: float = 1.0, num_classes: int | None = None, fixed_modality: str = "mr",
+                moving_modality: str = "ct", seed: int = 0, solver: object | None = None,
+                checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 25,
+                device: torch.device | str | None = None, log: LogFn | None = None,
+                progress: bool = True, k_min: int = 1, smooth: int = 5, tol: float = 1e-6,
+                grad_A: bool = False, label_smooth: int | None = None,
+                eps: float = EPS) -> tuple[nn.Module, list[float]]:
+    """Algorithm 1: adapt a (MIND-pretrained) FeatCNN end to end through the registration.
+
+    Args:
+        model: a :class:`suits.featcnn.FeatCNN` (anything with ``factor`` and
+            ``model(x, modality)``); trained in place.
+        pairs: dicts with ``fixed``, ``moving`` ``(1, 1, D, H, W)`` float images and
+            ``fixed_labels``, ``moving_labels`` ``(1, 1, D, H, W)`` integer index maps on the
+            same grid.
+        steps: total number of Adam steps (paper: 250; a resumed run counts those done).
+        batch: pairs per step (paper: 3), accumulated one pair at a time.
+        lr: Adam learning rate (paper: 1e-5).
+        lam: λ during training (paper: 5).
+        k_max, k_min: ``k_back`` is drawn uniformly from ``[k_min, k_max]`` (paper: 15; see the
+            module docstring for ``k_back = 0``).
+        gamma: step size γ.
+        num_classes: ``K`` including background; default from the labels.
+        fixed_modality, moving_modality: FeatCNN stream names.
+        seed: seed of the generator drawing pairs and ``k_back``.
+        solver, tol, grad_A: passed to :func:`suits.diffusion.gauss_newton_step`.
+        checkpoint: rolling checkpoint file; if it exists the run resumes from it.
+        checkpoint_every: write it every this many steps (and at the end).
+        device: where to train (default: the model's device); pairs are moved there per step.
+        log: ``log(step, loss)`` after every step (``step`` from 1).
+        progress: tqdm progress bar.
+        smooth: box filter size of the update upsampling (paper: 5).
+        label_smooth: box size for the label representations (see :func:`label_representation`).
+        eps: inside ``log(p + eps)``.
+
+    Returns:
+        ``(model, losses)``, the losses of every step so far (including before a resume).
+    """
+    from tqdm.auto import tqdm
+
+    _check_pairs(pairs)
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    device = torch.device(device)
+    model.to(device).train()
+    factor = int(getattr(model, "factor", 1))
+    K = int(num_classes) if num_classes is not None else infer_num_classes(pairs)
+    if k_min > k_max or k_min < 0:
+        raise ValueError(f"need 0 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses: list[float] = []
+    k_backs: list[int] = []
+    start = 0
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.exists():
+        start, extra = ckpt.load(path, model, opt, map_location=device)
+        gen.set_state(extra["generator"].cpu())
+        losses = [float(x) for x in extra.get("losses", [])][:start]
+        k_backs = [int(x) for x in extra.get("k_backs", [])][:start]
+        if extra.get("seed", seed) != seed:
+            logger.warning("checkpoint %s was written with seed %s, now %s", path, extra.get("seed"), seed)
+        logger.info("resuming from step %d (%s)", start, path)
+
+    def save(step: int) -> None:
+        if path is not None:
+            ckpt.save(path, step, model, opt, generator=gen.get_state(), losses=list(losses),
+                      k_backs=list(k_backs), seed=seed, steps=steps, batch=batch, lr=lr, lam=lam,
+                      k_min=k_min, k_max=k_max, gamma=gamma, num_classes=K)
+
+    def prepare(i: int) -> dict[str, torch.Tensor]:
+        p = pairs[i]
+        out = {k: p[k].to(device=device, dtype=torch.float32) for k in ("fixed", "moving")}
+        out.update({k: p[k].to(device=device).long() for k in ("fixed_labels", "moving_labels")})
+        return out
+
+    bar = tqdm(range(start, int(steps)), initial=start, total=int(steps), desc="SUITS training",
+               disable=not progress)
+    for step in bar:
+        idx, k_back = draw_step(gen, len(pairs), int(batch), int(k_min), int(k_max))
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for i in idx:
+            p = prepare(i)
+            u = label_iterations(one_hot(p["fixed_labels"], K), one_hot(p["moving_labels"], K),
+                                 k_back - 1, lam, factor, gamma=gamma, smooth=smooth,
+                                 solver=solver, tol=tol, label_smooth=label_smooth)
+            u = tracked_iteration(model, p["fixed"], p["moving"], u, lam,
+                                  fixed_modality=fixed_modality, moving_modality=moving_modality,
+                                  gamma=gamma, smooth=smooth, solver=solver, tol=tol, grad_A=grad_A)
+            loss = guidance_loss(p["moving_labels"], p["fixed_labels"], u, K, eps=eps) / len(idx)
+            loss.backward()
+            total += float(loss.detach())
+        opt.step()
+        losses.append(total)
+        k_backs.append(k_back)
+        done = step + 1
+        logger.info("SUITS step %d k_back %d loss %.6f", done, k_back, total)
+        if log is not None:
+            log(done, total)
+        bar.set_postfix(loss=f"{total:.4f}", k_back=k_back)
+        if checkpoint_every > 0 and done % checkpoint_every == 0 and done < steps:
+            save(done)
+    bar.close()
+    if start < steps:
+        save(int(steps))
+        logger.info("SUITS training finished: %d steps, last loss %.6f", steps, losses[-1])
+    return model, losses

@@ -1,0 +1,157 @@
+"""suits.train (Algorithm 1): finite loss, weights change, bitwise resume, k_back draws."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from suits.featcnn import FeatCNN
+from suits.train import (draw_step, guidance_loss, label_iterations, label_representation,
+                         tracked_iteration, train_suits)
+from suits.warp import one_hot
+
+SHAPE = (16, 16, 16)
+
+
+def _pair(seed: int, shift: int = 2) -> dict[str, torch.Tensor]:
+    """Two boxes (labels 1, 2); the moving one shifted by ``shift`` voxels along D and with a
+    different intensity mapping per modality (CT-like vs MR-like) plus noise."""
+    g = torch.Generator().manual_seed(seed)
+
+    def labels(off: int) -> torch.Tensor:
+        lab = torch.zeros(1, 1, *SHAPE, dtype=torch.long)
+        lab[..., 3 + off:9 + off, 3:10, 4:11] = 1
+        lab[..., 9 + off:13 + off, 8:13, 5:12] = 2
+        return lab
+
+    fl, ml = labels(0), labels(shift)
+    mr = torch.tensor([0.0, 1.0, 0.4])[fl] + 0.05 * torch.randn(fl.shape, generator=g)
+    ct = torch.tensor([1.0, 0.2, 0.7])[ml] + 0.05 * torch.randn(ml.shape, generator=g)
+    return {"fixed": mr.float(), "moving": ct.float(), "fixed_labels": fl, "moving_labels": ml}
+
+
+def _pairs():
+    return [_pair(1), _pair(2, shift=1), _pair(3, shift=-1)]
+
+
+def _model():
+    torch.manual_seed(0)
+    return FeatCNN(downsample=4)
+
+
+def _kw(**over):
+    kw = dict(steps=6, batch=2, lr=1e-3, lam=1.0, k_max=3, seed=5, progress=False)
+    kw.update(over)
+    return kw
+
+
+def test_draw_step_ranges():
+    g = torch.Generator().manual_seed(0)
+    draws = [draw_step(g, 5, 3, 1, 15) for _ in range(400)]
+    ks = [k for _, k in draws]
+    assert min(ks) == 1 and max(ks) == 15
+    for idx, _ in draws:
+        assert len(idx) == 3 and len(set(idx)) == 3 and all(0 <= i < 5 for i in idx)
+    ks0 = [draw_step(g, 2, 4, 0, 3)[1] for _ in range(200)]
+    assert set(ks0) == {0, 1, 2, 3}
+    idx, _ = draw_step(g, 2, 4, 0, 3)  # batch larger than the pool: with replacement
+    assert len(idx) == 4 and set(idx) <= {0, 1}
+    with pytest.raises(ValueError):
+        draw_step(g, 3, 1, 4, 3)
+    # same seed, same draws
+    a = [draw_step(torch.Generator().manual_seed(7), 9, 3, 1, 15) for _ in range(3)]
+    b = [draw_step(torch.Generator().manual_seed(7), 9, 3, 1, 15) for _ in range(3)]
+    assert a == b
+
+
+def test_label_representation_grid():
+    lab = torch.zeros(1, 1, 13, 9, 16, dtype=torch.long)
+    lab[..., 4:, :, :] = 1
+    r = label_representation(one_hot(lab, 2), 4)
+    assert r.shape == (1, 2, 4, 3, 4)
+    torch.testing.assert_close(r.sum(1), torch.ones(1, 4, 3, 4))
+    # feature voxel 1 sits at image voxel 4: the box of size 5 there covers 2..6, 3 of 5 inside
+    assert r[0, 1, 1, 0, 0] == pytest.approx(3 / 5)
+
+
+def test_label_iterations_align_labels():
+    p = _pair(0, shift=2)
+    K = 3
+    u0 = torch.zeros(1, 3, *SHAPE)
+    u = label_iterations(one_hot(p["fixed_labels"], K), one_hot(p["moving_labels"], K), 5,
+                         lam=1.0, factor=4)
+    assert u.shape == (1, 3, *SHAPE) and not u.requires_grad
+    before = guidance_loss(p["moving_labels"], p["fixed_labels"], u0, K)
+    after = guidance_loss(p["moving_labels"], p["fixed_labels"], u, K)
+    assert after < 0.8 * before
+    assert label_iterations(one_hot(p["fixed_labels"], K), one_hot(p["moving_labels"], K), 0,
+                            lam=1.0, factor=4).abs().max() == 0
+
+
+def test_guidance_loss_zero_for_perfect_alignment():
+    p = _pair(0, shift=0)
+    loss = guidance_loss(p["moving_labels"], p["fixed_labels"], torch.zeros(1, 3, *SHAPE), 3)
+    assert 0 <= float(loss) < 1e-6
+
+
+def test_tracked_iteration_reaches_both_streams():
+    model = _model()
+    p = _pair(1)
+    u = tracked_iteration(model, p["fixed"], p["moving"], torch.zeros(1, 3, *SHAPE), lam=1.0)
+    loss = guidance_loss(p["moving_labels"], p["fixed_labels"], u, 3)
+    loss.backward()
+    for m in ("ct", "mr"):
+        g = model.stems[m][0][0].weight.grad
+        assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_train_loss_finite_weights_change(tmp_path):
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    logged = []
+    model, losses = train_suits(model, _pairs(), log=lambda s, l: logged.append((s, l)),
+                                checkpoint=tmp_path / "ck.pt", **_kw(steps=3))
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert all(l > 0 for l in losses)
+    assert [s for s, _ in logged] == [1, 2, 3]
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("stems.ct") for k in changed) and any(k.startswith("stems.mr") for k in changed)
+    assert any(k.startswith("shared") for k in changed)
+    extra = torch.load(tmp_path / "ck.pt", weights_only=False)["extra"]
+    assert len(extra["k_backs"]) == 3 and all(1 <= k <= 3 for k in extra["k_backs"])
+
+
+def test_resume_is_bitwise_identical(tmp_path, caplog):
+    ref, ref_losses = train_suits(_model(), _pairs(), **_kw())
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_5(step, loss):
+        if step == 5:
+            raise Killed
+
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(Killed):
+        train_suits(_model(), _pairs(), checkpoint=ck, checkpoint_every=2, log=kill_at_5, **_kw())
+    assert torch.load(ck, weights_only=False)["step"] == 4
+    torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
+    with caplog.at_level(logging.INFO, logger="suits.train"):
+        res, res_losses = train_suits(_model(), _pairs(), checkpoint=ck, checkpoint_every=2, **_kw())
+    assert "resuming from step 4" in caplog.text
+    assert res_losses == ref_losses
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, res.state_dict()[k]), k
+    # a finished run resumed again does nothing
+    again, again_losses = train_suits(_model(), _pairs(), checkpoint=ck, **_kw())
+    assert again_losses == ref_losses
+
+
+def test_bad_pairs():
+    with pytest.raises(ValueError, match="no training pairs"):
+        train_suits(_model(), [], progress=False)
+    p = _pair(0)
+    p["moving"] = p["moving"][..., :-1]
+    with pytest.raises(ValueError, match="one grid"):
+        train_suits(_model(), [p], progress=False)
