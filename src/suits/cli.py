@@ -1,0 +1,305 @@
+"""The ``suits`` command line: ``suits pretrain | train | register``.
+
+::
+
+    suits pretrain --images ct a.nii.gz b.nii.gz --images mr c.nii.gz --out pretrained.pt
+    suits train --pairs pairs.tsv --model pretrained.pt --out suits.pt
+    suits register --fixed f.nii.gz --moving m.nii.gz --model suits.pt|mind --out field.nii.gz \\
+        [--warped w.nii.gz] [--warp-labels ml.nii.gz --warped-labels wl.nii.gz]
+
+Arguments may also be read from a file with ``@args.txt`` (one argument per line).
+
+Model files (:func:`save_model` / :func:`load_model`): ``torch.save`` of
+``{"state_dict": ..., "config": {"modalities": [...], "downsample": f, "affine_norm": bool}}``.
+
+The pairs TSV of ``train`` has a header with the columns ``fixed_image``, ``moving_image``,
+``fixed_labels``, ``moving_labels``; relative paths are resolved against the TSV's folder.
+Fields are written in the contract layout (``suits.io.save_field``) with the fixed image's affine.
+Errors about the inputs are reported as one line on stderr (exit status 2).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+__all__ = ["main", "build_parser", "save_model", "load_model", "read_pairs", "CLIError"]
+
+PAIR_COLUMNS = ("fixed_image", "moving_image", "fixed_labels", "moving_labels")
+
+
+class CLIError(Exception):
+    """An input problem reported as a one-line error message."""
+
+
+# --------------------------------------------------------------------------- model files
+
+def save_model(path: str | os.PathLike, model: torch.nn.Module) -> None:
+    """Write a FeatCNN as ``{"state_dict", "config"}`` atomically."""
+    from suits.io import atomic_path
+
+    config = {
+        "modalities": list(model.modalities),
+        "downsample": int(model.factor),
+        "affine_norm": any(isinstance(m, torch.nn.InstanceNorm3d) and m.affine for m in model.modules()),
+    }
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, "config": config}, tmp)
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str | None = None) -> torch.nn.Module:
+    """Read a model file written by :func:`save_model` into a new FeatCNN on ``device``."""
+    from suits.featcnn import FeatCNN
+
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is an input problem
+        raise CLIError(f"{path}: not a readable model file ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
+        raise CLIError(f"{path}: not a suits model file (expected keys 'state_dict' and 'config'; "
+                       "checkpoints are not model files)")
+    cfg = payload["config"]
+    model = FeatCNN(modalities=tuple(cfg["modalities"]), downsample=int(cfg["downsample"]),
+                    affine_norm=bool(cfg.get("affine_norm", True)))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device) if device is not None else model
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _existing(path: str | os.PathLike, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"{what}: file not found: {p}")
+    return p
+
+
+def read_pairs(tsv: str | os.PathLike) -> list[dict[str, Path]]:
+    """Rows of a pairs TSV as dicts of resolved paths (checked to exist)."""
+    tsv = _existing(tsv, "--pairs")
+    with open(tsv, newline="") as fh:
+        reader = csv.DictReader((line for line in fh if not line.startswith("#")), delimiter="\t")
+        missing = [c for c in PAIR_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise CLIError(f"{tsv}: missing column(s) {', '.join(missing)}; the header must hold "
+                           f"{', '.join(PAIR_COLUMNS)} (tab-separated)")
+        rows = []
+        for n, row in enumerate(reader, start=2):
+            paths = {}
+            for c in PAIR_COLUMNS:
+                value = (row.get(c) or "").strip()
+                if not value:
+                    raise CLIError(f"{tsv}, line {n}: empty {c}")
+                p = Path(value)
+                p = p if p.is_absolute() else tsv.parent / p
+                paths[c] = _existing(p, f"{tsv}, line {n}, {c}")
+            rows.append(paths)
+    if not rows:
+        raise CLIError(f"{tsv}: no pairs")
+    return rows
+
+
+def _device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------- subcommands
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from suits.featcnn import FeatCNN
+    from suits.io import load_volume
+    from suits.pretrain import pretrain
+
+    device = _device(args.device)
+    images: dict[str, list[torch.Tensor]] = {}
+    for group in args.images:
+        if len(group) < 2:
+            raise CLIError("--images needs a modality name followed by at least one image path")
+        mod, paths = group[0], group[1:]
+        images.setdefault(mod, []).extend(load_volume(_existing(p, f"--images {mod}"))[0] for p in paths)
+    modalities = tuple(args.modalities) if args.modalities else tuple(images)
+    unknown = [m for m in images if m not in modalities]
+    if unknown:
+        raise CLIError(f"--images modality {unknown[0]!r} is not in --modalities {list(modalities)}")
+    torch.manual_seed(args.seed)
+    model = FeatCNN(modalities=modalities, downsample=args.downsample, device=device)
+    pretrain(model, images, args.iterations, lr=args.lr, radius=args.radius, dilation=args.dilation,
+             seed=args.seed, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+             device=device, progress=not args.quiet)
+    save_model(args.out, model)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from suits.io import load_labels, load_volume
+    from suits.train import train_suits
+
+    device = _device(args.device)
+    rows = read_pairs(args.pairs)
+    model = load_model(args.model, device=device)
+    pairs = []
+    for row in rows:
+        pair = {"fixed": load_volume(row["fixed_image"])[0], "moving": load_volume(row["moving_image"])[0],
+                "fixed_labels": load_labels(row["fixed_labels"])[0],
+                "moving_labels": load_labels(row["moving_labels"])[0]}
+        grids = {c: tuple(pair[k].shape[-3:]) for c, k in zip(PAIR_COLUMNS, pair)}
+        if len(set(grids.values())) != 1:
+            raise CLIError(f"{args.pairs}: pair {row['moving_image'].name} -> {row['fixed_image'].name} "
+                           f"has images on different grids {grids}; resample them onto one grid first")
+        pairs.append(pair)
+    train_suits(model, pairs, steps=args.steps, batch=args.batch, lr=args.lr, lam=args.lam,
+                k_max=args.k_max, k_min=args.k_min, gamma=args.gamma, num_classes=args.num_classes,
+                fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
+                seed=args.seed, solver=args.solver, tol=args.tol, checkpoint=args.checkpoint,
+                checkpoint_every=args.checkpoint_every, device=device, progress=not args.quiet)
+    save_model(args.out, model)
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from suits.io import load_labels, load_volume, save_field, save_labels, save_volume
+    from suits.register import MindRepresentation, register
+    from suits.warp import warp, warp_labels
+
+    device = _device(args.device)
+    if (args.warp_labels is None) != (args.warped_labels is None):
+        raise CLIError("--warp-labels (moving label map) and --warped-labels (output) go together")
+    fixed, affine = load_volume(_existing(args.fixed, "--fixed"), device=device)
+    moving, _ = load_volume(_existing(args.moving, "--moving"), device=device)
+    labels = load_labels(_existing(args.warp_labels, "--warp-labels"), device=device)[0] \
+        if args.warp_labels else None
+    if fixed.shape != moving.shape:
+        raise CLIError(f"moving image grid {tuple(moving.shape[-3:])} != fixed grid "
+                       f"{tuple(fixed.shape[-3:])}; resample the moving image onto the fixed grid first")
+    if labels is not None and labels.shape[-3:] != moving.shape[-3:]:
+        raise CLIError(f"--warp-labels grid {tuple(labels.shape[-3:])} != moving grid {tuple(moving.shape[-3:])}")
+    if args.model.lower() == "mind":
+        model: Any = MindRepresentation(factor=args.mind_factor, radius=args.mind_radius,
+                                        dilation=args.mind_dilation)
+    else:
+        model = load_model(args.model, device=device).eval()
+        for m in (args.fixed_modality, args.moving_modality):
+            if m not in model.modalities:
+                raise CLIError(f"{args.model}: no FeatCNN stream for modality {m!r} "
+                               f"(streams: {list(model.modalities)})")
+    u = register(fixed, moving, model, iterations=args.iterations, lam=args.lam, gamma=args.gamma,
+                 fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
+                 solver=args.solver, tol=args.tol, smooth=args.smooth)
+    save_field(args.out, u, affine)
+    with torch.no_grad():
+        if args.warped:
+            save_volume(args.warped, warp(moving, u), affine)
+        if labels is not None:
+            K = args.num_classes or int(labels.max()) + 1
+            save_labels(args.warped_labels, warp_labels(labels, u, K).argmax(1), affine)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``suits`` argument parser."""
+    from suits import __version__
+
+    p = argparse.ArgumentParser(prog="suits", fromfile_prefix_chars="@",
+                                description="SUITS multi-modal 3D registration (Blendowski et al., MedIA 2020)")
+    p.add_argument("--version", action="version", version=f"suits {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: cpu)")
+    common.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    common.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{pretrain,train,register}")
+
+    a = sub.add_parser("pretrain", parents=[common], help="train a FeatCNN to replicate MIND-SSC")
+    a.add_argument("--images", nargs="+", action="append", required=True, metavar="MOD PATH",
+                   help="a modality name then its images; repeat per modality")
+    a.add_argument("--out", required=True, help="model file to write")
+    a.add_argument("--modalities", nargs="+", default=None,
+                   help="FeatCNN streams (default: the --images modalities in order)")
+    a.add_argument("--downsample", type=int, default=4, choices=(2, 4))
+    a.add_argument("--iterations", type=int, default=5000)
+    a.add_argument("--lr", type=float, default=1e-3)
+    a.add_argument("--radius", type=int, default=2, help="MIND-SSC patch radius")
+    a.add_argument("--dilation", type=int, default=2, help="MIND-SSC neighbour distance")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--checkpoint", default=None, help="rolling checkpoint (resumed if present)")
+    a.add_argument("--checkpoint-every", type=int, default=100)
+    a.set_defaults(func=cmd_pretrain)
+
+    t = sub.add_parser("train", parents=[common], help="SUITS end-to-end training (Algorithm 1)")
+    t.add_argument("--pairs", required=True, help="TSV: " + ", ".join(PAIR_COLUMNS))
+    t.add_argument("--model", required=True, help="pretrained model file")
+    t.add_argument("--out", required=True, help="trained model file to write")
+    t.add_argument("--steps", type=int, default=250)
+    t.add_argument("--batch", type=int, default=3)
+    t.add_argument("--lr", type=float, default=1e-5)
+    t.add_argument("--lam", type=float, default=5.0)
+    t.add_argument("--k-max", type=int, default=15)
+    t.add_argument("--k-min", type=int, default=1, help="k_back is drawn from [k-min, k-max]")
+    t.add_argument("--gamma", type=float, default=1.0)
+    t.add_argument("--num-classes", type=int, default=None, help="including background")
+    t.add_argument("--fixed-modality", default="mr")
+    t.add_argument("--moving-modality", default="ct")
+    t.add_argument("--solver", default=None, help="passed to suits.diffusion (e.g. torch, pyamg)")
+    t.add_argument("--tol", type=float, default=1e-6)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint", default=None, help="rolling checkpoint (resumed if present)")
+    t.add_argument("--checkpoint-every", type=int, default=25)
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("register", parents=[common], help="register a moving image to a fixed image")
+    r.add_argument("--fixed", required=True)
+    r.add_argument("--moving", required=True, help="on the fixed grid (after affine alignment)")
+    r.add_argument("--model", required=True, help="model file, or 'mind' for hand-crafted MIND-SSC")
+    r.add_argument("--out", required=True, help="displacement field NIfTI (voxels, ijk)")
+    r.add_argument("--warped", default=None, help="write the warped moving image here")
+    r.add_argument("--warp-labels", default=None, help="moving label map to warp")
+    r.add_argument("--warped-labels", default=None, help="write the warped label map here")
+    r.add_argument("--num-classes", type=int, default=None, help="labels incl. background (default max+1)")
+    r.add_argument("--iterations", type=int, default=15)
+    r.add_argument("--lam", type=float, default=10.0)
+    r.add_argument("--gamma", type=float, default=1.0)
+    r.add_argument("--smooth", type=int, default=5, help="box filter size after upsampling")
+    r.add_argument("--solver", default=None, help="passed to suits.diffusion (e.g. torch, pyamg)")
+    r.add_argument("--tol", type=float, default=1e-6)
+    r.add_argument("--fixed-modality", default="mr")
+    r.add_argument("--moving-modality", default="ct")
+    r.add_argument("--mind-factor", type=int, default=4, help="feature grid factor for --model mind")
+    r.add_argument("--mind-radius", type=int, default=2)
+    r.add_argument("--mind-dilation", type=int, default=2)
+    r.set_defaults(func=cmd_register)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``suits`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as e:
+        print(f"suits {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"suits {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
