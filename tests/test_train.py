@@ -73,6 +73,11 @@ def test_label_representation_grid():
     torch.testing.assert_close(r.sum(1), torch.ones(1, 4, 3, 4))
     # feature voxel 1 sits at image voxel 4: the box of size 5 there covers 2..6, 3 of 5 inside
     assert r[0, 1, 1, 0, 0] == pytest.approx(3 / 5)
+    # the strided evaluation equals the full box filter sampled at every f-th voxel
+    from suits.warp import box_filter
+    x = torch.rand(1, 3, 17, 14, 21)
+    for f, size in ((4, 5), (4, 3), (2, 3), (4, 7), (1, 3)):
+        torch.testing.assert_close(label_representation(x, f, size), box_filter(x, size)[..., ::f, ::f, ::f])
 
 
 def test_label_iterations_align_labels():

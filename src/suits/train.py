@@ -69,8 +69,16 @@ def label_representation(onehot: torch.Tensor, factor: int, label_smooth: int | 
     f = int(factor)
     if label_smooth is None:
         label_smooth = f + 1 if f % 2 == 0 else f
-    x = box_filter(onehot, label_smooth)
-    return x if f == 1 else x[..., ::f, ::f, ::f]
+    size = int(label_smooth)
+    if f == 1 or size <= 1:
+        x = box_filter(onehot, size)
+        return x if f == 1 else x[..., ::f, ::f, ::f]
+    if size % 2 == 0:
+        raise ValueError(f"label_smooth must be odd (centred), got {size}")
+    # == box_filter(onehot, size)[..., ::f, ::f, ::f] (replicate padding), evaluated only at
+    # the strided voxels: windows of avg_pool3d(stride f) on the padded map start at i*f - r
+    r = size // 2
+    return F.avg_pool3d(F.pad(onehot, (r,) * 6, mode="replicate"), size, stride=f)
 
 
 def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n: int, lam: float,

@@ -1,0 +1,189 @@
+"""Core SUITS timings at the paper's size: one registration and one training step.
+
+Every measurement runs in a fresh subprocess (so peak memory, ``resource.getrusage(...).
+ru_maxrss``, is that measurement's alone) on synthetic data of the paper's grid
+(138 x 187 x 192 voxels, 2 mm), with a default (untrained) FeatCNN (``downsample=4``):
+
+* ``register``: :func:`suits.register.register`, 15 iterations, λ = 10, plus a breakdown of the
+  time into FeatCNN forward passes, the Gauss-Newton solve, warping and update upsampling;
+* ``train``: :func:`suits.train.train_suits`, batch 1, ``--train-steps`` steps (default 3) with
+  ``k_back`` drawn as in training (seeded, uniform in [1, 15]); time per step = total / steps;
+* ``train-worst``: the same step with ``k_back = 15`` (14 label iterations + the tracked one).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_core.py [--size 138 187 192] [--threads 2] [--only register]
+
+Peak memory (ru_maxrss) includes the Python interpreter and torch (~0.3-0.4 GB).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+PAPER_SIZE = (138, 187, 192)
+MEASUREMENTS = ("register", "train", "train-worst")
+
+
+def synthetic_pair(shape, num_classes: int = 7, seed: int = 0):
+    """An MR-like fixed and CT-like moving image with ``num_classes - 1`` ellipsoid organs each,
+    the moving organs displaced by a few voxels (smooth, different intensity mappings)."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    D, H, W = shape
+    grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, n) for n in shape], indexing="ij"))
+
+    def labels(jitter: float):
+        lab = torch.zeros(shape, dtype=torch.long)
+        gg = torch.Generator().manual_seed(seed + 1)
+        for k in range(1, num_classes):
+            c = (torch.rand(3, generator=gg) - 0.5) * 1.0 + jitter * (torch.rand(3, generator=g) - 0.5)
+            r = 0.12 + 0.2 * torch.rand(3, generator=gg)
+            inside = (((grid - c.view(3, 1, 1, 1)) / r.view(3, 1, 1, 1)) ** 2).sum(0) < 1
+            lab[inside] = k
+        return lab
+
+    def image(lab, lut):
+        x = lut[lab] + 0.05 * torch.randn(lab.shape, generator=g)
+        return F.avg_pool3d(x[None, None], 3, stride=1, padding=1)
+
+    fl, ml = labels(0.0), labels(0.08)
+    fixed = image(fl, torch.rand(num_classes, generator=g))
+    moving = image(ml, torch.rand(num_classes, generator=g))
+    return {"fixed": fixed, "moving": moving, "fixed_labels": fl[None, None], "moving_labels": ml[None, None]}
+
+
+class _Timers:
+    """Accumulates wall time of wrapped callables by name."""
+
+    def __init__(self):
+        self.t = defaultdict(float)
+        self.n = defaultdict(int)
+
+    def wrap(self, name, fn):
+        def wrapped(*a, **k):
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            self.t[name] += time.perf_counter() - t0
+            self.n[name] += 1
+            return out
+        return wrapped
+
+
+def _instrument(timers: _Timers) -> None:
+    """Time the parts of an iteration (module attributes looked up at call time)."""
+    import suits.diffusion
+    import suits.register as reg
+
+    suits.diffusion.gauss_newton_step = timers.wrap("gauss_newton_step", suits.diffusion.gauss_newton_step)
+    reg.warp = timers.wrap("warp (image grid)", reg.warp)
+    reg.to_image_grid = timers.wrap("upsample + box filter", reg.to_image_grid)
+    reg.to_feature_grid = timers.wrap("field to feature grid", reg.to_feature_grid)
+
+
+def child(which: str, shape, iterations: int, solver, seed: int, train_steps: int = 3) -> dict:
+    """Run one measurement in this process and return its numbers."""
+    import torch
+
+    from suits.featcnn import FeatCNN
+
+    torch.manual_seed(0)
+    data = synthetic_pair(shape, seed=seed)
+    model = FeatCNN()
+    timers = _Timers()
+    _instrument(timers)
+    forward = model.forward
+    model.forward = timers.wrap("FeatCNN forward", forward)
+    result = {"measurement": which, "shape": list(shape), "threads": torch.get_num_threads()}
+    if which == "register":
+        from suits.register import register
+
+        t0 = time.perf_counter()
+        u = register(data["fixed"], data["moving"], model, iterations=iterations, lam=10.0, solver=solver)
+        result["seconds"] = time.perf_counter() - t0
+        result["field_abs_max"] = float(u.abs().max())
+    else:
+        from suits.train import train_suits
+
+        k_backs = []
+
+        class Grab(logging.Handler):
+            def emit(self, record):
+                if "k_back" in record.getMessage():
+                    k_backs.append(int(record.getMessage().split("k_back")[1].split()[0]))
+
+        logging.getLogger("suits.train").addHandler(Grab())
+        logging.getLogger("suits.train").setLevel(logging.INFO)
+        k_min = iterations if which == "train-worst" else 1
+        steps = 1 if which == "train-worst" else int(train_steps)
+        t0 = time.perf_counter()
+        _, losses = train_suits(model, [data], steps=steps, batch=1, lr=1e-5, lam=5.0, k_max=iterations,
+                                k_min=k_min, num_classes=7, seed=seed, solver=solver, progress=False)
+        result["seconds"] = (time.perf_counter() - t0) / steps
+        result["steps"] = steps
+        result["k_back"] = k_backs
+        result["loss"] = losses[-1]
+    result["breakdown_seconds"] = {k: round(v, 3) for k, v in sorted(timers.t.items(), key=lambda kv: -kv[1])}
+    result["breakdown_calls"] = dict(timers.n)
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, nargs=3, default=PAPER_SIZE, metavar=("D", "H", "W"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--iterations", type=int, default=15, help="registration iterations = k_max")
+    p.add_argument("--solver", default=None, help="passed to suits.diffusion.gauss_newton_step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-steps", type=int, default=3, help="steps of the 'train' measurement")
+    p.add_argument("--only", choices=MEASUREMENTS, nargs="+", default=list(MEASUREMENTS))
+    p.add_argument("--json", action="store_true", help="print the raw JSON records too")
+    p.add_argument("--child", choices=MEASUREMENTS, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.child:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        print(json.dumps(child(args.child, tuple(args.size), args.iterations, args.solver, args.seed,
+                               args.train_steps)))
+        return 0
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    print(f"# bench_core: size {tuple(args.size)}, threads {args.threads}, iterations {args.iterations}, "
+          f"solver {args.solver or 'default'}; one fresh process per measurement")
+    records = []
+    for which in args.only:
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", which, "--size", *map(str, args.size),
+               "--threads", str(args.threads), "--iterations", str(args.iterations), "--seed", str(args.seed),
+               "--train-steps", str(args.train_steps)]
+        if args.solver:
+            cmd += ["--solver", args.solver]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            print(f"{which}: FAILED (exit {r.returncode})\n{r.stderr[-3000:]}", file=sys.stderr)
+            return 1
+        rec = json.loads(r.stdout.strip().splitlines()[-1])
+        records.append(rec)
+        extra = (f" per step ({rec['steps']} steps, k_back {rec['k_back']}, last loss {rec['loss']:.4f})"
+                 if "k_back" in rec else "")
+        print(f"{which:12s} wall {rec['seconds']:7.2f} s   peak RSS {rec['peak_rss_gb']:5.2f} GB{extra}")
+        for name, sec in rec["breakdown_seconds"].items():  # totals over the whole measurement
+            print(f"    {name:24s} {sec:7.2f} s total ({rec['breakdown_calls'][name]} calls)")
+    if args.json:
+        print(json.dumps(records, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
