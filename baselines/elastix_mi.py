@@ -1,0 +1,218 @@
+"""SimpleElastix-MI baseline (paper Sec. 4.1): B-spline-only elastix registration with Mattes
+mutual information, written as a contract displacement field.
+
+Geometry. Images are handed to elastix with the geometry of their NIfTI affine (converted to
+ITK's LPS physical space: ITK index ``(x, y, z)`` = NIfTI ``(i, j, k)``, spacing = column norms,
+direction = ``diag(-1, -1, 1) @ A[:3, :3] / spacing``, origin = ``diag(-1, -1, 1) @ A[:3, 3]``),
+so control-point spacing, pyramid smoothing and the bending-energy penalty see the real voxel
+size. Transformix's deformation field ``d`` (LPS millimetres, on the fixed grid) maps the fixed
+point ``p`` to the moving point ``p + d(p)``; it is converted to fixed-grid voxels
+``u = A_fix[:3,:3]^-1 · diag(-1,-1,1) · d``, channels ``i, j, k``.
+
+Grids. The moving image may lie on another grid than the fixed one (elastix works in world
+space). The contract field is always on the fixed grid in fixed-grid voxels: it is the field
+that warps the moving image *resampled onto the fixed grid* (``suits.warp.warp``), which is
+what the benchmark feeds every method (all aligned images share the mean-space grid). With
+identical grids ``u`` applies to the moving image as it is.
+
+The affine's linear part must be orthogonal up to column scaling (no shear), as ITK images
+cannot represent shear; preprocessed (canonical) images always satisfy this.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from baselines.elastix_params import parameter_map, to_elastix
+
+__all__ = [
+    "register",
+    "register_files",
+    "run_elastix",
+    "deformation_field",
+    "transformix_resample",
+    "to_sitk",
+    "from_sitk",
+]
+
+_LPS = np.diag([-1.0, -1.0, 1.0])
+PathLike = str | os.PathLike
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    if not hasattr(sitk, "ElastixImageFilter"):
+        raise ImportError("the SimpleITK module has no ElastixImageFilter: install "
+                          "SimpleITK-SimpleElastix==3.0.0a1.post183 (not plain SimpleITK)")
+    return sitk
+
+
+def _volume(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``(D,H,W)`` or ``(1,1,D,H,W)`` to a float32 numpy ``(D,H,W)``."""
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    while a.ndim > 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 3:
+        raise ValueError(f"expected one 3D volume ((D,H,W) or (1,1,D,H,W)), got shape {a.shape}")
+    return a.astype(np.float32, copy=False)
+
+
+def _geometry(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """NIfTI affine (RAS) -> ITK ``(origin, spacing, direction)`` in LPS."""
+    A = np.asarray(affine, dtype=np.float64)
+    if A.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got {A.shape}")
+    lin = _LPS @ A[:3, :3]
+    spacing = np.linalg.norm(lin, axis=0)
+    if np.any(spacing <= 0):
+        raise ValueError(f"degenerate affine (zero voxel size): {A.tolist()}")
+    direction = lin / spacing
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        raise ValueError("affine has shear; ITK/elastix images need orthogonal axes "
+                         "(resample to a canonical grid first)")
+    origin = _LPS @ A[:3, 3]
+    return tuple(origin.tolist()), tuple(spacing.tolist()), tuple(direction.ravel().tolist())
+
+
+def to_sitk(volume: np.ndarray | torch.Tensor, affine: np.ndarray):
+    """A SimpleITK float32 image of a ``(D,H,W)`` volume with the affine's geometry (LPS)."""
+    sitk = _sitk()
+    a = _volume(volume)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(a.transpose(2, 1, 0)))  # sitk wants [k, j, i]
+    origin, spacing, direction = _geometry(affine)
+    img.SetOrigin(origin)
+    img.SetSpacing(spacing)
+    img.SetDirection(direction)
+    return img
+
+
+def from_sitk(img) -> np.ndarray:
+    """A SimpleITK image back to numpy in NIfTI order ``(i, j, k[, components])``."""
+    sitk = _sitk()
+    a = sitk.GetArrayFromImage(img)
+    return np.ascontiguousarray(np.moveaxis(a, (0, 1, 2), (2, 1, 0)))
+
+
+def run_elastix(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Tensor,
+                fixed_affine: np.ndarray, moving_affine: np.ndarray | None = None,
+                params: Mapping[str, Any] | None = None, threads: int | None = None,
+                log_dir: PathLike | None = None) -> list[dict[str, tuple[str, ...]]]:
+    """Run elastix; return the transform parameter maps (as dicts, for transformix).
+
+    Args:
+        fixed, moving: volumes ``(D,H,W)`` or ``(1,1,D,H,W)`` (any float type).
+        fixed_affine, moving_affine: 4x4 NIfTI affines; ``moving_affine=None``: the fixed one.
+        params: the full parameter map (default :func:`baselines.elastix_params.parameter_map`).
+        threads: elastix threads (``None``: SimpleITK's default, all cores).
+        log_dir: write ``elastix.log`` there; ``None``: no log files.
+    """
+    sitk = _sitk()
+    pm = parameter_map() if params is None else dict(params)
+    moving_affine = fixed_affine if moving_affine is None else moving_affine
+    f = sitk.ElastixImageFilter()
+    f.LogToConsoleOff()
+    with tempfile.TemporaryDirectory(prefix="elastix_") as tmp:
+        out = Path(log_dir) if log_dir is not None else Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        f.SetOutputDirectory(str(out))
+        if log_dir is not None:
+            f.LogToFileOn()
+        else:
+            f.LogToFileOff()
+        f.SetFixedImage(to_sitk(fixed, fixed_affine))
+        f.SetMovingImage(to_sitk(moving, moving_affine))
+        f.SetParameterMap(to_elastix(pm))
+        if threads is not None:
+            f.SetNumberOfThreads(int(threads))
+        f.Execute()
+        return [{k: tuple(v) for k, v in m.items()} for m in f.GetTransformParameterMap()]
+
+
+def _transformix(tmaps: Sequence[Mapping[str, Any]], moving_img, field: bool,
+                 threads: int | None = None):
+    sitk = _sitk()
+    t = sitk.TransformixImageFilter()
+    t.LogToConsoleOff()
+    t.LogToFileOff()
+    with tempfile.TemporaryDirectory(prefix="transformix_") as tmp:
+        t.SetOutputDirectory(tmp)
+        t.SetTransformParameterMap([to_elastix(m) for m in tmaps])
+        t.SetMovingImage(moving_img)
+        if field:
+            t.ComputeDeformationFieldOn()
+        if threads is not None and hasattr(t, "SetNumberOfThreads"):
+            t.SetNumberOfThreads(int(threads))
+        t.Execute()
+        return t.GetDeformationField() if field else t.GetResultImage()
+
+
+def deformation_field(tmaps: Sequence[Mapping[str, Any]], fixed_affine: np.ndarray,
+                      fixed_shape: Sequence[int]) -> torch.Tensor:
+    """Transformix's deformation field converted to the contract: ``(1, 3, D, H, W)`` float32,
+    voxels of the fixed grid, channels ``i, j, k``."""
+    dummy = to_sitk(np.zeros(tuple(int(s) for s in fixed_shape), np.float32), fixed_affine)
+    d = from_sitk(_transformix(tmaps, dummy, field=True)).astype(np.float64)    # (D,H,W,3) LPS mm
+    if d.shape[:3] != tuple(fixed_shape):
+        raise RuntimeError(f"transformix returned a field on {d.shape[:3]}, expected {tuple(fixed_shape)}")
+    to_vox = np.linalg.inv(np.asarray(fixed_affine, float)[:3, :3]) @ _LPS
+    u = np.einsum("cl,dhwl->cdhw", to_vox, d)
+    return torch.from_numpy(u.astype(np.float32))[None]
+
+
+def transformix_resample(image: np.ndarray | torch.Tensor, tmaps: Sequence[Mapping[str, Any]],
+                         moving_affine: np.ndarray, nearest: bool = False) -> np.ndarray:
+    """Resample a moving-grid volume with the registration's transform onto the fixed grid
+    (transformix). ``nearest=True`` (label maps): nearest-neighbour interpolation and the
+    result rounded. Returns numpy ``(D, H, W)`` float32."""
+    maps = [dict(m) for m in tmaps]
+    if nearest:
+        maps[-1]["ResampleInterpolator"] = ("FinalNearestNeighborInterpolator",)
+    maps[-1]["DefaultPixelValue"] = ("0",)
+    maps[-1]["ResultImagePixelType"] = ("float",)
+    out = from_sitk(_transformix(maps, to_sitk(image, moving_affine), field=False))
+    return np.rint(out).astype(np.float32) if nearest else out.astype(np.float32)
+
+
+def register(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Tensor,
+             fixed_affine: np.ndarray, moving_affine: np.ndarray | None = None,
+             params: Mapping[str, Any] | None = None, threads: int | None = None) -> torch.Tensor:
+    """SimpleElastix-MI: B-spline elastix registration of ``moving`` to ``fixed``.
+
+    Args:
+        fixed, moving: preprocessed, affinely aligned volumes ``(D,H,W)`` or ``(1,1,D,H,W)``.
+        fixed_affine: the fixed image's 4x4 NIfTI affine; ``moving_affine`` the moving one's
+            (``None``: same grid as the fixed image).
+        params: effective parameter map (see :mod:`baselines.elastix_params`); ``None``: the
+            default (:func:`~baselines.elastix_params.parameter_map`).
+        threads: number of elastix threads (``None``: all cores).
+
+    Returns:
+        ``u`` ``(1, 3, D, H, W)`` float32 on the CPU (or on ``fixed``'s device if it is a
+        tensor), fixed-grid voxels, ``warp(moving, u) ≈ fixed``.
+    """
+    shape = _volume(fixed).shape
+    tmaps = run_elastix(fixed, moving, fixed_affine, moving_affine, params=params, threads=threads)
+    u = deformation_field(tmaps, fixed_affine, shape)
+    return u.to(fixed.device) if isinstance(fixed, torch.Tensor) else u
+
+
+def register_files(fixed_path: PathLike, moving_path: PathLike, out_field: PathLike,
+                   params: Mapping[str, Any] | None = None, threads: int | None = None) -> float:
+    """Register two NIfTI images and write the contract field (``suits.io.save_field``, the
+    fixed image's affine, atomic). Returns the registration wall time in seconds."""
+    from suits.io import load_volume, save_field
+
+    fixed, fixed_affine = load_volume(fixed_path)
+    moving, moving_affine = load_volume(moving_path)
+    t0 = time.perf_counter()
+    u = register(fixed, moving, fixed_affine, moving_affine, params=params, threads=threads)
+    seconds = time.perf_counter() - t0
+    save_field(out_field, u, fixed_affine)
+    return seconds

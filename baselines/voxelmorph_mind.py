@@ -1,0 +1,297 @@
+"""VoxelMorph-MIND baseline (paper Sec. 4.1): voxelmorph 0.3.4's ``VxmPairwise`` trained with an
+MSE loss on MIND-SSC features plus a diffusion regulariser.
+
+Mapping to the paper. The paper used the public VoxelMorph (2019) with a UNet predicting a
+dense displacement from the concatenated moving and fixed images. Here that is
+``voxelmorph.nn.models.VxmPairwise(ndim=3, source_channels=1, target_channels=1,
+integration_steps=0)``: with ``integration_steps=0`` the flow layer's output *is* the
+displacement (no scaling-and-squaring), and the network input is ``cat([moving, fixed])``
+(voxelmorph's ``source``/``target``). Everything else is voxelmorph's default (UNet features
+``(16, 16, 16, 16, 16)``, ReLU, flow layer initialised N(0, 1e-5)); configurable via ``config``.
+
+Loss: ``MSE(mind_ssc(warp(moving, u)), mind_ssc(fixed)) + reg_weight * diffusion(u)`` with
+``diffusion(u)`` = the mean over the three axes of the mean squared forward difference of
+``u`` (voxelmorph's ``Grad('l2')``, which 0.3.4 only keeps as a deprecated stub). Warping in the
+loss is ``suits.warp.warp`` (border padding), the same function the evaluator uses.
+
+Field convention. voxelmorph's flow is ``(B, ndim, *spatial)`` in voxels, channel ``c``
+along spatial axis ``c`` (``ij`` meshgrid, ``align_corners=True``), i.e. exactly the contract
+(channel 0 along ``D``); ``tests/test_voxelmorph_mind.py`` checks that ``suits.warp.warp`` with
+it equals voxelmorph's ``SpatialTransformer`` (which pads with zeros instead of the border).
+
+Shapes. The UNet pools ``len(nb_features)`` times, so every spatial size must be a multiple of
+``2**len(nb_features)`` (32 by default). Inputs are padded at the high end of each axis
+(replicate) to the next multiple, and the predicted field is cropped back to the input grid;
+the loss only sees the cropped field.
+
+Intensities. With ``normalise=True`` (default) each image is z-scored (over its volume)
+before entering the network; MIND is computed on the images as given (it is invariant to
+``a*x + b``).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from suits import checkpoint as ckpt
+from suits.io import atomic_path
+from suits.mind import mind_ssc
+from suits.warp import warp
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "VxmMind",
+    "diffusion_loss",
+    "mind_loss",
+    "train",
+    "register",
+    "register_files",
+    "save_model",
+    "load_model",
+]
+
+logger = logging.getLogger(__name__)
+PathLike = str | os.PathLike
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+#: constructor configuration stored with the weights
+DEFAULT_CONFIG: dict[str, Any] = {
+    "nb_features": (16, 16, 16, 16, 16),
+    "integration_steps": 0,
+    "flow_initializer": 1e-5,
+    "normalise": True,
+    "pad_mode": "replicate",
+}
+MODEL_FORMAT = 1
+
+
+def _zscore(x: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(1, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True).clamp_min(1e-6)
+    return (x - mean) / std
+
+
+class VxmMind(nn.Module):
+    """``VxmPairwise`` (integration_steps=0) behind the field contract.
+
+    ``model(fixed, moving) -> u`` ``(B, 3, D, H, W)``: voxels of the input grid, channels
+    ``D, H, W``, ``warp(moving, u) ≈ fixed``; any input size (padded/cropped internally).
+
+    Args:
+        config: overrides of :data:`DEFAULT_CONFIG` (``nb_features``, ``integration_steps``,
+            ``flow_initializer``, ``normalise``, ``pad_mode``, ``unet_kwargs``).
+        device: where the parameters live.
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        import voxelmorph as vxm
+
+        cfg = {**DEFAULT_CONFIG, **dict(config or {})}
+        cfg["nb_features"] = tuple(int(n) for n in cfg["nb_features"])
+        unknown = set(cfg) - set(DEFAULT_CONFIG) - {"unet_kwargs"}
+        if unknown:
+            raise ValueError(f"unknown VoxelMorph config keys: {sorted(unknown)}")
+        self.config: dict[str, Any] = cfg
+        device = torch.device("cpu" if device is None else device)
+        self.net = vxm.nn.models.VxmPairwise(
+            ndim=3, source_channels=1, target_channels=1, nb_features=cfg["nb_features"],
+            flow_initializer=cfg["flow_initializer"], integration_steps=int(cfg["integration_steps"]),
+            device=str(device), unet_kwargs=cfg.get("unet_kwargs"))
+        self.to(device)
+
+    @property
+    def multiple(self) -> int:
+        """Every padded spatial size is a multiple of this (``2 ** len(nb_features)``)."""
+        return 2 ** len(self.config["nb_features"])
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.multiple
+        pads: list[int] = []
+        for n in reversed(x.shape[-3:]):                     # F.pad order: W, H, D
+            pads += [0, (-int(n)) % m]
+        if not any(pads):
+            return x
+        return F.pad(x, pads, mode=self.config["pad_mode"])
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        if fixed.dim() != 5 or moving.dim() != 5 or fixed.shape[-3:] != moving.shape[-3:]:
+            raise ValueError(f"fixed and moving must be (B, 1, D, H, W) on one grid, got "
+                             f"{tuple(fixed.shape)} and {tuple(moving.shape)}")
+        shape = fixed.shape[-3:]
+        if self.config["normalise"]:
+            fixed, moving = _zscore(fixed), _zscore(moving)
+        flow = self.net(self._pad(moving), self._pad(fixed), return_field_type="displacement")
+        return flow[..., : shape[0], : shape[1], : shape[2]]
+
+
+def diffusion_loss(u: torch.Tensor) -> torch.Tensor:
+    """Mean over the 3 axes of the mean squared forward difference of ``u`` (``Grad('l2')``)."""
+    terms = [(torch.diff(u, dim=d) ** 2).mean() for d in (2, 3, 4)]
+    return sum(terms) / 3.0
+
+
+def mind_loss(warped: torch.Tensor, fixed_mind: torch.Tensor, radius: int = 2,
+              dilation: int = 2) -> torch.Tensor:
+    """MSE between the MIND-SSC of ``warped`` and precomputed ``fixed_mind``."""
+    return F.mse_loss(mind_ssc(warped, radius=radius, dilation=dilation), fixed_mind)
+
+
+def _check_pairs(pairs: Sequence[Pair]) -> None:
+    if not pairs:
+        raise ValueError("train needs at least one (fixed, moving) pair")
+    for n, (f, m) in enumerate(pairs):
+        if f.dim() != 5 or m.dim() != 5 or f.shape[-3:] != m.shape[-3:] or f.shape[:2] != (1, 1) \
+                or m.shape[:2] != (1, 1):
+            raise ValueError(f"pair {n}: fixed and moving must be (1, 1, D, H, W) on one grid, got "
+                             f"{tuple(f.shape)} and {tuple(m.shape)}")
+
+
+def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: float = 0.1,
+          mind_radius: int = 2, mind_dilation: int = 2, seed: int = 0,
+          checkpoint: PathLike | None = None, checkpoint_every: int = 500,
+          device: torch.device | str | None = None, progress: bool = True,
+          config: Mapping[str, Any] | None = None,
+          log: Callable[[int, float], None] | None = None) -> VxmMind:
+    """Train VoxelMorph-MIND on ``(fixed, moving)`` pairs (batch 1, one pair drawn per step).
+
+    Args:
+        pairs: list of ``(fixed, moving)`` ``(1, 1, D, H, W)`` tensors, each pair on one grid
+            (sizes may differ between pairs).
+        iterations: total Adam steps (paper: 15000); a resumed run counts the steps done.
+        lr: Adam learning rate (1e-4).
+        reg_weight: weight of :func:`diffusion_loss` (0.1).
+        mind_radius, mind_dilation: MIND-SSC parameters of the similarity term.
+        seed: seeds the weight initialisation and the generator drawing the pairs.
+        checkpoint: path of a rolling checkpoint file (``suits.checkpoint``); if it exists the
+            run resumes from it (bitwise identical to an uninterrupted run on CPU).
+        checkpoint_every: write it every this many steps and at the end.
+        device: where to train (default CPU); pairs are moved there.
+        progress: tqdm progress bar.
+        config: model configuration (:data:`DEFAULT_CONFIG` overrides).
+        log: ``log(step, loss)`` after every step (``step`` counts from 1).
+
+    Returns:
+        the trained :class:`VxmMind` (train mode off); ``model.losses`` holds every step's loss
+        (including steps before a resume).
+    """
+    _check_pairs(pairs)
+    device = torch.device("cpu" if device is None else device)
+    with torch.random.fork_rng(devices=[]):              # seeded init, global RNG untouched
+        torch.manual_seed(int(seed))
+        model = VxmMind(config, device=device)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    losses: list[float] = []
+    start = 0
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.exists():
+        start, extra = ckpt.load(path, model, opt, map_location=device)
+        if extra.get("config") != model.config:
+            raise ValueError(f"{path}: checkpoint config {extra.get('config')} != {model.config}")
+        gen.set_state(extra["generator"].cpu())
+        losses = [float(x) for x in extra.get("losses", [])][:start]
+        logger.info("resuming VoxelMorph-MIND from step %d (%s)", start, path)
+
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def sample(idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if idx not in cache:
+            f, m = (t.to(device=device, dtype=torch.float32) for t in pairs[idx])
+            with torch.no_grad():
+                cache[idx] = (f, m, mind_ssc(f, radius=mind_radius, dilation=mind_dilation))
+        return cache[idx]
+
+    def save(step: int) -> None:
+        if path is not None:
+            ckpt.save(path, step, model, opt, generator=gen.get_state(), losses=list(losses),
+                      config=model.config, seed=seed, lr=lr, reg_weight=reg_weight,
+                      mind_radius=mind_radius, mind_dilation=mind_dilation)
+
+    bar = tqdm(range(start, int(iterations)), initial=start, total=int(iterations),
+               desc="VoxelMorph-MIND", disable=not progress)
+    for step in bar:
+        idx = int(torch.randint(len(pairs), (1,), generator=gen))
+        fixed, moving, fixed_mind = sample(idx)
+        u = model(fixed, moving)
+        loss = mind_loss(warp(moving, u), fixed_mind, mind_radius, mind_dilation) \
+            + reg_weight * diffusion_loss(u)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = float(loss.detach())
+        losses.append(value)
+        done = step + 1
+        if log is not None:
+            log(done, value)
+        bar.set_postfix(loss=f"{value:.5f}")
+        if checkpoint_every > 0 and done % checkpoint_every == 0 and done < iterations:
+            save(done)
+    bar.close()
+    if start < iterations:
+        save(int(iterations))
+    model.eval()
+    model.losses = losses
+    return model
+
+
+@torch.no_grad()
+def register(model: VxmMind, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """One forward pass: ``u`` ``(B, 3, D, H, W)`` float32 on ``fixed``'s device, voxels of the
+    fixed grid, ``warp(moving, u) ≈ fixed`` (inputs ``(B, 1, D, H, W)`` on one grid)."""
+    p = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        u = model(fixed.to(p.device, torch.float32), moving.to(p.device, torch.float32))
+    finally:
+        model.train(was_training)
+    return u.to(fixed.device)
+
+
+def save_model(path: PathLike, model: VxmMind, **extra: Any) -> Path:
+    """Write ``{"format", "config", "state_dict", "extra"}`` atomically (``torch.save``)."""
+    payload = {"format": MODEL_FORMAT, "kind": "voxelmorph_mind", "config": dict(model.config),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "extra": dict(extra)}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_model(path: PathLike, device: torch.device | str | None = None) -> VxmMind:
+    """Rebuild a :class:`VxmMind` from :func:`save_model`'s file (eval mode)."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("kind") != "voxelmorph_mind":
+        raise ValueError(f"{path}: not a VoxelMorph-MIND model file (written by save_model)")
+    model = VxmMind(copy.deepcopy(payload["config"]), device=device)
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def register_files(model: VxmMind | PathLike, fixed_path: PathLike, moving_path: PathLike,
+                   out_field: PathLike, device: torch.device | str | None = None) -> None:
+    """Register two NIfTI images (same grid) and write the contract field with the fixed
+    image's affine. ``model`` is a :class:`VxmMind` or a :func:`save_model` file."""
+    from suits.io import load_volume, save_field
+
+    if not isinstance(model, nn.Module):
+        model = load_model(model, device=device)
+    fixed, affine = load_volume(fixed_path)
+    moving, _ = load_volume(moving_path)
+    if fixed.shape != moving.shape:
+        raise ValueError(f"{moving_path}: grid {tuple(moving.shape[-3:])} differs from the fixed "
+                         f"image's {tuple(fixed.shape[-3:])}; VoxelMorph needs both on one grid")
+    save_field(out_field, register(model, fixed, moving), affine)
