@@ -197,9 +197,11 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
     start = 0
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=False).get("extra", {}).get("config")
+        if saved != model.config:
+            raise ValueError(f"{path}: checkpoint model config {saved} != {model.config}; "
+                             "use the same config or another checkpoint path")
         start, extra = ckpt.load(path, model, opt, map_location=device)
-        if extra.get("config") != model.config:
-            raise ValueError(f"{path}: checkpoint config {extra.get('config')} != {model.config}")
         gen.set_state(extra["generator"].cpu())
         losses = [float(x) for x in extra.get("losses", [])][:start]
         logger.info("resuming VoxelMorph-MIND from step %d (%s)", start, path)

@@ -1,0 +1,159 @@
+"""VoxelMorph-MIND baseline: field convention against voxelmorph's own SpatialTransformer,
+padding/cropping, training loss, bitwise resume, model files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+vxm = pytest.importorskip("voxelmorph")
+
+from baselines.voxelmorph_mind import (  # noqa: E402
+    VxmMind, diffusion_loss, load_model, register, register_files, save_model, train,
+)
+from suits.io import load_field, save_volume  # noqa: E402
+from suits.warp import warp  # noqa: E402
+
+TINY = {"nb_features": (8, 8, 8)}          # pads to multiples of 8
+
+
+def _smooth_image(shape, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 1, *[max(2, s // 4) for s in shape], generator=g)
+    return torch.nn.functional.interpolate(x, size=shape, mode="trilinear", align_corners=True)
+
+
+def _smooth_field(shape, amplitude, seed=1) -> torch.Tensor:
+    """A smooth random field that vanishes at the border (so no sample leaves the volume)."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(1, 3, 3, 3, 3, generator=g)
+    u = torch.nn.functional.interpolate(u, size=shape, mode="trilinear", align_corners=True)
+    window = torch.ones(shape)
+    for axis, n in enumerate(shape):
+        w = torch.sin(torch.linspace(0, np.pi, n)) ** 2
+        window = window * w.view([-1 if a == axis else 1 for a in range(3)])
+    u = u * window
+    return u * (amplitude / u.abs().max())
+
+
+def test_suits_warp_equals_voxelmorph_spatial_transformer():
+    shape = (20, 17, 14)
+    img = _smooth_image(shape)
+    u = _smooth_field(shape, 3.0)
+    ours = warp(img, u)
+    theirs = vxm.nn.modules.SpatialTransformer()(img, u)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    # a field along a single axis moves content along that tensor axis (channel 0 = D)
+    for axis in range(3):
+        shift = torch.zeros(1, 3, *shape)
+        shift[:, axis] = 1.0
+        ref = torch.roll(img, -1, dims=2 + axis)
+        sl = [slice(None)] * 5
+        sl[2 + axis] = slice(0, shape[axis] - 1)
+        torch.testing.assert_close(vxm.nn.modules.SpatialTransformer()(img, shift)[tuple(sl)], ref[tuple(sl)])
+        torch.testing.assert_close(warp(img, shift)[tuple(sl)], ref[tuple(sl)])
+
+
+def test_nearest_label_warp_equals_voxelmorph():
+    shape = (20, 17, 14)
+    labels = (_smooth_image(shape, 3) > 0).float() + (_smooth_image(shape, 4) > 0.5).float()
+    u = _smooth_field(shape, 3.0)
+    ours = warp(labels, u, mode="nearest")
+    theirs = vxm.nn.modules.SpatialTransformer(interpolation_mode="nearest")(labels, u)
+    assert float((ours == theirs).float().mean()) > 0.999
+
+
+def test_network_flow_is_the_contract_field():
+    """VxmPairwise's own warped source equals suits.warp.warp with the returned flow (where the
+    sample stays inside the volume; voxelmorph pads with zeros, suits with the border)."""
+    torch.manual_seed(0)
+    model = VxmMind({**TINY, "flow_initializer": 0.5})
+    shape = (16, 16, 16)
+    fixed, moving = _smooth_image(shape, 5), _smooth_image(shape, 6)
+    with torch.no_grad():
+        flow, warped = model.net(moving, fixed, return_warped_source=True)
+    assert float(flow.abs().max()) > 0.5
+    coords = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in shape],
+                                        indexing="ij"))[None] + flow
+    inside = torch.ones(shape, dtype=torch.bool)
+    for c, n in enumerate(shape):
+        inside &= (coords[0, c] >= 0) & (coords[0, c] <= n - 1)
+    assert float(inside.float().mean()) > 0.5
+    torch.testing.assert_close(warp(moving, flow)[0, 0][inside], warped[0, 0][inside], atol=1e-5, rtol=1e-5)
+
+
+def test_register_pads_and_crops_any_shape():
+    torch.manual_seed(0)
+    model = VxmMind({**TINY, "flow_initializer": 0.05})
+    shape = (13, 10, 9)
+    fixed, moving = _smooth_image(shape, 1), _smooth_image(shape, 2)
+    u = register(model, fixed, moving)
+    assert u.shape == (1, 3, *shape) and u.dtype == torch.float32
+    assert not u.requires_grad
+    padded = [model._pad(x) for x in (moving, fixed)]
+    assert padded[0].shape[-3:] == (16, 16, 16)
+    with torch.no_grad():
+        from baselines.voxelmorph_mind import _zscore
+        full = model.net(*[model._pad(_zscore(x)) for x in (moving, fixed)])
+    torch.testing.assert_close(u, full[..., :13, :10, :9])
+    with pytest.raises(ValueError, match="one grid"):
+        register(model, fixed, moving[..., :-1])
+
+
+def test_diffusion_loss():
+    u = torch.zeros(1, 3, 6, 6, 6)
+    assert float(diffusion_loss(u)) == 0.0
+    u[:, 0] = torch.arange(6.0).view(6, 1, 1)           # unit slope along D only
+    assert float(diffusion_loss(u)) == pytest.approx((1 / 3) / 3)
+    assert float(diffusion_loss(u + 5.0)) == pytest.approx(float(diffusion_loss(u)))
+
+
+def _pair(shape=(16, 16, 16)) -> tuple[torch.Tensor, torch.Tensor]:
+    fixed = _smooth_image(shape, 7)
+    moving = warp(fixed, _smooth_field(shape, 2.0, seed=8))
+    return fixed, moving
+
+
+def test_loss_decreases_on_tiny_pair():
+    losses: list[float] = []
+    model = train([_pair()], 25, lr=1e-3, config=TINY, progress=False,
+                  log=lambda step, loss: losses.append(loss))
+    assert len(losses) == 25 and model.losses == losses
+    assert np.mean(losses[-5:]) < 0.9 * losses[0]
+    assert not model.training
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+    pairs = [_pair(), _pair((16, 16, 8))]
+    full = train(pairs, 6, lr=1e-3, config=TINY, seed=3, progress=False)
+    ck = tmp_path / "ck" / "vxm.pt"
+    train(pairs, 3, lr=1e-3, config=TINY, seed=3, checkpoint=ck, checkpoint_every=2, progress=False)
+    assert ck.exists()
+    resumed = train(pairs, 6, lr=1e-3, config=TINY, seed=3, checkpoint=ck, checkpoint_every=2,
+                    progress=False)
+    assert resumed.losses == full.losses
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    # a different config cannot resume from this checkpoint
+    with pytest.raises(ValueError, match="config"):
+        train(pairs, 7, config={"nb_features": (4, 4, 4)}, seed=3, checkpoint=ck, progress=False)
+
+
+def test_save_load_and_register_files(tmp_path):
+    torch.manual_seed(1)
+    model = VxmMind({**TINY, "flow_initializer": 0.05})
+    save_model(tmp_path / "m.pt", model, iterations=0)
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.config == model.config and not loaded.training
+    fixed, moving = _pair((12, 10, 8))
+    torch.testing.assert_close(register(loaded, fixed, moving), register(model, fixed, moving))
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    save_volume(tmp_path / "f.nii.gz", fixed, affine)
+    save_volume(tmp_path / "mv.nii.gz", moving, affine)
+    register_files(tmp_path / "m.pt", tmp_path / "f.nii.gz", tmp_path / "mv.nii.gz", tmp_path / "u.nii.gz")
+    u, a = load_field(tmp_path / "u.nii.gz")
+    np.testing.assert_allclose(a, affine)
+    torch.testing.assert_close(u, register(model, fixed, moving), atol=1e-5, rtol=1e-5)
+    torch.save({"something": 1}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a VoxelMorph-MIND"):
+        load_model(tmp_path / "bad.pt")
