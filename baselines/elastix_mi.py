@@ -166,18 +166,29 @@ def deformation_field(tmaps: Sequence[Mapping[str, Any]], fixed_affine: np.ndarr
     return torch.from_numpy(u.astype(np.float32))[None]
 
 
+_INTERPOLATORS = {
+    "nearest": "FinalNearestNeighborInterpolator",
+    "linear": "FinalLinearInterpolator",
+    "bspline": "FinalBSplineInterpolator",
+}
+
+
 def transformix_resample(image: np.ndarray | torch.Tensor, tmaps: Sequence[Mapping[str, Any]],
-                         moving_affine: np.ndarray, nearest: bool = False) -> np.ndarray:
+                         moving_affine: np.ndarray, interpolation: str = "bspline",
+                         default_value: float = 0.0) -> np.ndarray:
     """Resample a moving-grid volume with the registration's transform onto the fixed grid
-    (transformix). ``nearest=True`` (label maps): nearest-neighbour interpolation and the
-    result rounded. Returns numpy ``(D, H, W)`` float32."""
+    (transformix). ``interpolation``: ``"nearest"`` (label maps; the result is rounded),
+    ``"linear"`` or ``"bspline"`` (elastix's final interpolator, order
+    ``FinalBSplineInterpolationOrder``). Outside the moving image: ``default_value``.
+    Returns numpy ``(D, H, W)`` float32."""
+    if interpolation not in _INTERPOLATORS:
+        raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATORS)}, got {interpolation!r}")
     maps = [dict(m) for m in tmaps]
-    if nearest:
-        maps[-1]["ResampleInterpolator"] = ("FinalNearestNeighborInterpolator",)
-    maps[-1]["DefaultPixelValue"] = ("0",)
+    maps[-1]["ResampleInterpolator"] = (_INTERPOLATORS[interpolation],)
+    maps[-1]["DefaultPixelValue"] = (repr(float(default_value)),)
     maps[-1]["ResultImagePixelType"] = ("float",)
-    out = from_sitk(_transformix(maps, to_sitk(image, moving_affine), field=False))
-    return np.rint(out).astype(np.float32) if nearest else out.astype(np.float32)
+    out = from_sitk(_transformix(maps, to_sitk(image, moving_affine), field=False)).astype(np.float32)
+    return np.rint(out) if interpolation == "nearest" else out
 
 
 def register(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Tensor,
