@@ -1,0 +1,40 @@
+# SUITS benchmark (Blendowski, Hansen, Heinrich, MedIA 2020): Table 2, Figs. 2-4 and
+# everything behind them, from raw data.
+#
+#   snakemake --cores 2                               # embedded phantom default (config/config.yaml)
+#   snakemake --cores 8 --configfile config/paper.yaml
+#   snakemake --report results/phantom/report.html    # self-contained HTML report
+#
+# Stages (workflow/rules/): data -> affine -> features -> suits / baselines / initial
+# -> evaluation -> report. Results layout: docs/architecture.md and results/README.md.
+
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/affine.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/suits.smk"
+include: "workflow/rules/baselines.smk"
+include: "workflow/rules/initial.smk"
+include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

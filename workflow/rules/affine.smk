@@ -1,0 +1,69 @@
+# Affine groupwise pre-registration (paper Sec. 4): every image against every other one
+# (one job per image = one row of pairwise transforms), the unbiased mean space from all
+# rows, and every image and label map resampled into it. affine.enabled: false skips the
+# stage; the methods then read the preprocessed files (common.smk: aligned()).
+
+
+rule affine_pairwise:
+    input:
+        image=f"{RES}/prep/{{id}}_image.nii.gz",
+        others=[f"{RES}/prep/{i}_image.nii.gz" for i in IDS],
+    output:
+        f"{RES}/affine/pairwise/{{id}}.tsv",
+    log:
+        f"{RES}/logs/affine/pairwise/{{id}}.log",
+    benchmark:
+        f"{RES}/benchmarks/affine/pairwise/{{id}}.tsv"
+    conda:
+        ENVS["data"]
+    threads: THREADS
+    resources:
+        **resources_for("register"),
+    params:
+        ids=IDS,
+        levels=config["affine"]["levels"],
+        device=config["device"],
+    script:
+        "../scripts/affine_pairwise.py"
+
+
+rule affine_mean:
+    input:
+        rows=[f"{RES}/affine/pairwise/{i}.tsv" for i in IDS],
+    output:
+        transforms=[f"{RES}/affine/mean/{i}.txt" for i in IDS],
+    log:
+        f"{RES}/logs/affine/mean.log",
+    benchmark:
+        f"{RES}/benchmarks/affine/mean.tsv"
+    conda:
+        ENVS["data"]
+    threads: 1
+    resources:
+        **resources_for("light"),
+    params:
+        ids=IDS,
+    script:
+        "../scripts/affine_mean.py"
+
+
+rule affine_resample:
+    input:
+        image=f"{RES}/prep/{{id}}_image.nii.gz",
+        label=f"{RES}/prep/{{id}}_label.nii.gz",
+        transform=f"{RES}/affine/mean/{{id}}.txt",
+        reference=f"{RES}/prep/{IDS[0]}_image.nii.gz",
+    output:
+        image=f"{RES}/aligned/{{id}}_image.nii.gz",
+        label=f"{RES}/aligned/{{id}}_label.nii.gz",
+    log:
+        f"{RES}/logs/affine/resample/{{id}}.log",
+    benchmark:
+        f"{RES}/benchmarks/affine/resample/{{id}}.tsv"
+    conda:
+        ENVS["data"]
+    threads: 1
+    resources:
+        **resources_for("light"),
+    script:
+        "../scripts/affine_resample.py"

@@ -1,0 +1,268 @@
+# Shared definitions: result folders, the data set's records and the train/test split
+# (computed when the workflow is parsed, so that `snakemake -n` lists every job; the
+# `validate` rule re-derives it from the files and stops on any mismatch), and input helpers.
+
+import re
+import sys
+from pathlib import Path
+
+# the project's own packages, also when snakemake runs from another environment (conda)
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from suitsbench.errors import InputError  # noqa: E402
+from suitsbench.manifest import Record, read_manifest  # noqa: E402
+from suitsbench.split import make_split  # noqa: E402
+
+DATA = config["data"]
+RES = f"results/{config['dataset']}"
+MOVING = DATA["moving_modality"].lower()
+FIXED = DATA["fixed_modality"].lower()
+FOLDS = int(config["split"]["folds"])
+# per-fold folders (models, fields, metrics) only when cross-validating
+FOLD_DIRS = [RES] if FOLDS == 1 else [f"{RES}/fold{k}" for k in range(FOLDS)]
+METHODS = list(config["methods"])
+ORGANS = list(DATA["evaluate"])
+GPU = int(config["gpu"])
+THREADS = int(config["threads"])
+ENVS = {
+    name: f"../envs/{name}.yaml" for name in ("data", "suits", "baselines", "report")
+}
+
+
+wildcard_constraints:
+    fdir="|".join(re.escape(d) for d in FOLD_DIRS),
+    id=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    pair=r"[A-Za-z0-9][A-Za-z0-9._-]*__to__[A-Za-z0-9][A-Za-z0-9._-]*",
+    method="|".join(METHODS),
+
+
+def phantom_records():
+    """The records the phantom generator will write (suitsbench.phantom.generate numbers the
+    subjects p000, p001, ... over the modalities in the order given)."""
+    n = int(DATA["phantom"]["n_per_modality"])
+    raw = Path(RES) / "raw"
+    records = []
+    for m, modality in enumerate(PHANTOM_MODALITIES):
+        for i in range(n):
+            subject = f"p{m * n + i:03d}"
+            stem = f"{subject}_{modality}"
+            records.append(
+                Record(
+                    subject=subject,
+                    modality=modality,
+                    image=raw / f"{stem}_image.nii.gz",
+                    label=raw / f"{stem}_label.nii.gz",
+                    source=f"phantom {stem}",
+                )
+            )
+    return records
+
+
+PHANTOM_MODALITIES = [MOVING, FIXED]
+if DATA["source"] == "phantom":
+    MANIFEST = f"{RES}/raw/manifest.tsv"
+    RECORDS = phantom_records()
+else:
+    if not DATA.get("manifest"):
+        raise InputError(
+            "data.manifest",
+            "data.source is 'manifest' but no manifest is given",
+            "set data.manifest to a TSV (config/README.md)",
+        )
+    MANIFEST = DATA["manifest"]
+    # structure only (columns, ids, paths); the files are read by the `validate` rule
+    RECORDS = read_manifest(MANIFEST)
+
+BY_ID = {r.id: r for r in RECORDS}
+IDS = sorted(BY_ID)
+
+
+def compute_splits():
+    return [
+        make_split(
+            RECORDS,
+            int(config["split"]["n_test"]),
+            folds=FOLDS,
+            fold=k,
+            seed=int(config["seed"]),
+            pairing=DATA["pairing"],
+            moving_modality=MOVING,
+            fixed_modality=FIXED,
+            test_subjects=config["split"].get("test_subjects"),
+        )
+        for k in range(FOLDS)
+    ]
+
+
+SPLITS = dict(zip(FOLD_DIRS, compute_splits()))
+
+
+def split_of(fdir):
+    return SPLITS[fdir]
+
+
+def fold_of(fdir):
+    return FOLD_DIRS.index(fdir)
+
+
+def split_parts(pair):
+    moving_id, fixed_id = pair.split("__to__")
+    return moving_id, fixed_id
+
+
+# ---------------------------------------------------------------- file names
+
+
+def raw_image(wildcards):
+    return str(BY_ID[wildcards.id].image)
+
+
+def raw_inputs(wildcards):
+    """Raw image and label of one id, plus (resize_moving_to_fixed) the fixed partner's image."""
+    r = BY_ID[wildcards.id]
+    files = {"image": str(r.image)}
+    if r.label is not None:
+        files["label"] = str(r.label)
+    ref = resize_reference(r)
+    if ref is not None:
+        files["reference"] = str(ref.image)
+    return files
+
+
+def resize_reference(record):
+    """The fixed record of the moving record's pair, when moving images are resized to it."""
+    if not config["preprocess"]["resize_moving_to_fixed"] or record.modality != MOVING:
+        return None
+    key = record.pair or record.subject
+    for r in RECORDS:
+        if r.modality == FIXED and (r.pair or r.subject) == key:
+            return r
+    return None
+
+
+def aligned(id, kind="image"):
+    """Input to every method: in the groupwise mean space, or the preprocessed file."""
+    stage = "aligned" if config["affine"]["enabled"] else "prep"
+    return f"{RES}/{stage}/{id}_{kind}.nii.gz"
+
+
+def aligned_of_ids(ids, kind="image"):
+    return [aligned(i, kind) for i in ids]
+
+
+def train_ids(fdir, modality=None):
+    ids = split_of(fdir).train_ids
+    return [i for i in ids if modality is None or BY_ID[i].modality == modality]
+
+
+def train_pair_images(fdir):
+    """Every aligned image and label used by the training pairs of a fold."""
+    ids = sorted({i for p in split_of(fdir).train_pairs for i in split_parts(p)})
+    return aligned_of_ids(ids) + aligned_of_ids(ids, "label")
+
+
+def pair_images(wildcards):
+    moving_id, fixed_id = split_parts(wildcards.pair)
+    return {"fixed": aligned(fixed_id), "moving": aligned(moving_id)}
+
+
+SUITS_MODELS = {
+    "mind_pretrained": "featcnn_pretrained.pt",
+    "suits": "featcnn_suits.pt",
+}
+
+
+def suits_model(wildcards):
+    name = SUITS_MODELS.get(wildcards.method)
+    return {} if name is None else {"model": f"{wildcards.fdir}/models/{name}"}
+
+
+def field(fdir, method, pair):
+    return f"{fdir}/fields/{method}/{pair}.nii.gz"
+
+
+def method_fields(wildcards):
+    return [
+        field(wildcards.fdir, wildcards.method, p)
+        for p in split_of(wildcards.fdir).test_pairs
+    ]
+
+
+def test_pair_labels(wildcards):
+    ids = sorted(
+        {i for p in split_of(wildcards.fdir).test_pairs for i in split_parts(p)}
+    )
+    return aligned_of_ids(ids, "label")
+
+
+def all_metrics():
+    return [f"{d}/metrics/{m}.tsv" for d in FOLD_DIRS for m in METHODS]
+
+
+def register_benchmarks(method):
+    return [
+        f"{d}/benchmarks/register/{method}/{p}.tsv"
+        for d in FOLD_DIRS
+        for p in split_of(d).test_pairs
+    ]
+
+
+TRAINING_BENCHMARKS = {
+    "mind_pretrained": "pretrain_featcnn",
+    "suits": "train_suits",
+    "voxelmorph": "train_voxelmorph",
+}
+
+
+def runtime_inputs():
+    files = {}
+    for m in METHODS:
+        files[m] = register_benchmarks(m)
+        step = TRAINING_BENCHMARKS.get(m)
+        if step is not None:
+            files[f"{m} training"] = [f"{d}/benchmarks/{step}.tsv" for d in FOLD_DIRS]
+    return files
+
+
+def example_pair():
+    """The pair drawn in Fig. 2: config report.example_pair or the first test pair of fold 0."""
+    chosen = config["report"].get("example_pair")
+    pairs = split_of(FOLD_DIRS[0]).test_pairs
+    if chosen is not None and chosen not in pairs:
+        raise InputError(
+            "report.example_pair",
+            f"{chosen!r} is not a test pair of fold 0",
+            f"use one of {pairs[:3]}... or null",
+        )
+    return chosen or pairs[0]
+
+
+def example_method():
+    preferred = config["report"]["example_method"]
+    return preferred if preferred in METHODS else METHODS[-1]
+
+
+def final_outputs():
+    out = [
+        f"{RES}/table2.csv",
+        f"{RES}/table2.md",
+        f"{RES}/table2.tex",
+        f"{RES}/fig3_dice.png",
+        f"{RES}/fig3_dice.pdf",
+        f"{RES}/fig4_hd95.png",
+        f"{RES}/fig4_hd95.pdf",
+        f"{RES}/fig2_example.png",
+        f"{RES}/runtime.csv",
+        f"{RES}/runtime.md",
+        f"{RES}/provenance.json",
+    ]
+    return out
+
+
+def organ_map():
+    """Organ index in the preprocessed label maps (1..K, data.evaluate order) -> name."""
+    return {k + 1: name for k, name in enumerate(ORGANS)}
+
+
+def resources_for(kind):
+    return config["resources"][kind]

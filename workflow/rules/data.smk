@@ -1,0 +1,78 @@
+# Data: phantom generation (embedded default) or a manifest; validation of every file, the
+# config and the split before anything expensive; preprocessing to the common grid.
+
+
+if DATA["source"] == "phantom":
+
+    rule phantom:
+        output:
+            manifest=f"{RES}/raw/manifest.tsv",
+            images=[str(r.image) for r in RECORDS],
+            labels=[str(r.label) for r in RECORDS],
+        log:
+            f"{RES}/logs/phantom.log",
+        benchmark:
+            f"{RES}/benchmarks/phantom.tsv"
+        conda:
+            ENVS["data"]
+        threads: 1
+        resources:
+            **resources_for("light"),
+        params:
+            n_per_modality=DATA["phantom"]["n_per_modality"],
+            shape=DATA["phantom"]["shape"],
+            spacing=DATA["phantom"]["spacing"],
+            modalities=PHANTOM_MODALITIES,
+            seed=config["seed"],
+        script:
+            "../scripts/phantom.py"
+
+
+rule validate:
+    input:
+        manifest=MANIFEST,
+    output:
+        split=f"{RES}/split.json",
+        train_pairs=[f"{d}/train_pairs.tsv" for d in FOLD_DIRS],
+    log:
+        f"{RES}/logs/validate.log",
+    benchmark:
+        f"{RES}/benchmarks/validate.tsv"
+    conda:
+        ENVS["data"]
+    threads: 1
+    resources:
+        **resources_for("light"),
+    params:
+        config=config,
+        expected={d: vars(s) for d, s in SPLITS.items()},
+        fold_dirs=FOLD_DIRS,
+        aligned={i: {"image": aligned(i), "label": aligned(i, "label")} for i in IDS},
+    script:
+        "../scripts/validate.py"
+
+
+rule preprocess:
+    input:
+        unpack(raw_inputs),
+        split=f"{RES}/split.json",
+    output:
+        image=f"{RES}/prep/{{id}}_image.nii.gz",
+        label=f"{RES}/prep/{{id}}_label.nii.gz",
+    log:
+        f"{RES}/logs/preprocess/{{id}}.log",
+    benchmark:
+        f"{RES}/benchmarks/preprocess/{{id}}.tsv"
+    conda:
+        ENVS["data"]
+    threads: 1
+    resources:
+        **resources_for("light"),
+    params:
+        labels=DATA["labels"],
+        evaluate=ORGANS,
+        spacing=config["preprocess"]["spacing"],
+        shape=config["preprocess"]["shape"],
+        normalise=config["preprocess"]["normalise"],
+    script:
+        "../scripts/preprocess.py"

@@ -1,0 +1,28 @@
+# Evaluation: one evaluator for every method (suitsbench.evaluate): the moving labels warped
+# with the method's field, Dice and HD95 (mm) per organ and pair, Jacobian statistics.
+
+
+rule evaluate:
+    input:
+        fields=method_fields,
+        labels=test_pair_labels,
+    output:
+        "{fdir}/metrics/{method}.tsv",
+    log:
+        "{fdir}/logs/evaluate/{method}.log",
+    benchmark:
+        "{fdir}/benchmarks/evaluate/{method}.tsv"
+    conda:
+        ENVS["report"]
+    threads: 1
+    resources:
+        **resources_for("light"),
+    params:
+        pairs=lambda wc: split_of(wc.fdir).test_pairs,
+        fold=lambda wc: fold_of(wc.fdir),
+        organs=organ_map(),
+        labels={i: aligned(i, "label") for i in IDS},
+        hd95_empty=config["evaluation"]["hd95_empty"],
+        hd95_reduction=config["evaluation"]["hd95_reduction"],
+    script:
+        "../scripts/evaluate.py"

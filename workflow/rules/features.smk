@@ -1,0 +1,35 @@
+# Features: the FeatCNN pre-trained to replicate MIND-SSC on the training images of both
+# modalities (paper Sec. 3.3). Rolling checkpoints live in {fdir}/models/checkpoints/, which
+# is not a declared output, so they survive a failed or killed job and a rerun resumes.
+
+
+rule pretrain_featcnn:
+    input:
+        moving=lambda wc: aligned_of_ids(train_ids(wc.fdir, MOVING)),
+        fixed=lambda wc: aligned_of_ids(train_ids(wc.fdir, FIXED)),
+    output:
+        model="{fdir}/models/featcnn_pretrained.pt",
+    log:
+        "{fdir}/logs/pretrain_featcnn.log",
+    benchmark:
+        "{fdir}/benchmarks/pretrain_featcnn.tsv"
+    conda:
+        ENVS["suits"]
+    threads: THREADS
+    resources:
+        **resources_for("train"),
+        gpu=GPU,
+    params:
+        moving_modality=MOVING,
+        fixed_modality=FIXED,
+        downsample=config["featcnn"]["downsample"],
+        iterations=config["pretrain"]["iterations"],
+        lr=config["pretrain"]["lr"],
+        radius=config["pretrain"]["mind_radius"],
+        dilation=config["pretrain"]["mind_dilation"],
+        checkpoint_every=config["pretrain"]["checkpoint_every"],
+        checkpoint_dir=lambda wc: f"{wc.fdir}/models/checkpoints",
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/pretrain_featcnn.py"

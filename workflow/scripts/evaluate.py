@@ -1,0 +1,20 @@
+"""Rule evaluate: Dice, HD95 and Jacobian statistics of one method on every test pair of a
+fold (suitsbench.evaluate: one evaluator for all methods)."""
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+from suitsbench.evaluate import evaluate_method, write_metrics  # noqa: E402
+
+w, p = snakemake.wildcards, snakemake.params  # noqa: F821
+rows = evaluate_method(
+    w.method,
+    p.pairs,
+    field_path_for=lambda pair: f"{w.fdir}/fields/{w.method}/{pair}.nii.gz",
+    fixed_label_path=lambda pair: p.labels[pair.split("__to__")[1]],
+    moving_label_path=lambda pair: p.labels[pair.split("__to__")[0]],
+    organs={int(k): v for k, v in p.organs.items()},
+    hd95_empty=p.hd95_empty,
+    hd95_reduction=p.hd95_reduction,
+)
+write_metrics([{**r, "fold": p.fold} for r in rows], snakemake.output[0])  # noqa: F821

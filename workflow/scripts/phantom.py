@@ -1,0 +1,17 @@
+"""Rule phantom: write the synthetic CT/MR data set and its manifest (suitsbench.phantom)."""
+import sys
+from pathlib import Path
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+from suitsbench.phantom import generate  # noqa: E402
+
+p = snakemake.params  # noqa: F821
+generate(
+    Path(snakemake.output.manifest).parent,  # noqa: F821
+    n_per_modality=p.n_per_modality,
+    shape=tuple(p.shape),
+    spacing=p.spacing,
+    seed=p.seed,
+    modalities=tuple(p.modalities),
+)

@@ -1,0 +1,21 @@
+"""Rule preprocess: one image (and its labels) to RAS+, the isotropic grid and shape,
+z-normalised, labels as organ indices (suitsbench.preprocess.preprocess_case)."""
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+from suitsbench.preprocess import preprocess_case  # noqa: E402
+
+i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+preprocess_case(
+    i.image,
+    getattr(i, "label", None),
+    o.image,
+    o.label,
+    labels_map=p.labels,
+    evaluate=p.evaluate,
+    spacing=p.spacing,
+    shape=tuple(p.shape),
+    normalise=p.normalise,
+    reference=getattr(i, "reference", None),
+)

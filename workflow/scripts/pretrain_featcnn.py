@@ -1,0 +1,50 @@
+"""Rule pretrain_featcnn: `suits pretrain` on the training images of both modalities.
+
+The rolling checkpoint (models/checkpoints/, not a declared output, so it survives a failed
+or killed job) is named by a hash of the settings and the input files' contents: a rerun
+with the same inputs resumes from it, a changed one starts afresh. Removed on success."""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+from suits.cli import main  # noqa: E402
+
+i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+
+
+def checkpoint_path(name, settings, files):
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for f in files:
+        h.update(Path(f).read_bytes())
+    folder = Path(p.checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}-{h.hexdigest()[:16]}.pt"
+
+
+settings = {k: v for k, v in p.items() if k != "checkpoint_dir"}
+ckpt = checkpoint_path("featcnn_pretrained", settings, [*i.moving, *i.fixed])
+argv = [
+    "pretrain",
+    "--images", p.moving_modality, *i.moving,
+    "--images", p.fixed_modality, *i.fixed,
+    "--modalities", p.moving_modality, p.fixed_modality,
+    "--out", o.model,
+    "--downsample", p.downsample,
+    "--iterations", p.iterations,
+    "--lr", p.lr,
+    "--radius", p.radius,
+    "--dilation", p.dilation,
+    "--seed", p.seed,
+    "--checkpoint", ckpt,
+    "--checkpoint-every", p.checkpoint_every,
+    "--device", p.device,
+    "--threads", snakemake.threads,  # noqa: F821
+]  # fmt: skip
+print(f"checkpoint: {ckpt} ({'resuming' if ckpt.exists() else 'new'})", flush=True)
+status = main([str(a) for a in argv])
+if status:
+    sys.exit(status)
+ckpt.unlink(missing_ok=True)

@@ -1,0 +1,13 @@
+"""Rule register_elastix: SimpleElastix-MI of one test pair (baselines.elastix_mi)."""
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+from baselines.elastix_mi import register_files  # noqa: E402
+from baselines.elastix_params import format_map, parameter_map  # noqa: E402
+
+i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+params = parameter_map(dict(p.overrides))
+print(format_map(params))
+seconds = register_files(i.fixed, i.moving, o.field, params=params, threads=snakemake.threads)  # noqa: F821
+print(f"registered in {seconds:.2f} s")

@@ -1,0 +1,14 @@
+"""Rule register_voxelmorph: one forward pass of VoxelMorph-MIND for one test pair."""
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+import torch  # noqa: E402
+from baselines.voxelmorph_mind import register_files  # noqa: E402
+
+i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+torch.set_num_threads(snakemake.threads)  # noqa: F821
+device = p.device
+if device == "auto":
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+register_files(i.model, i.fixed, i.moving, o.field, device=device)

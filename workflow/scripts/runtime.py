@@ -1,0 +1,15 @@
+"""Rule runtime: wall time, CPU time and peak memory per method (registration jobs per
+pair, training jobs) from the Snakemake benchmark files (suitsbench.runtime)."""
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+from suitsbench.runtime import runtime_table, write_runtime  # noqa: E402
+from suitsbench.table import METHOD_NAMES  # noqa: E402
+
+o, p = snakemake.output, snakemake.params  # noqa: F821
+names = {}
+for key in p.files:
+    method, _, suffix = key.partition(" ")
+    names[key] = " ".join(filter(None, [METHOD_NAMES.get(method, method), suffix]))
+write_runtime(runtime_table(dict(p.files), names=names), o.csv, o.md)

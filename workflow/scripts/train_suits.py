@@ -1,0 +1,51 @@
+"""Rule train_suits: `suits train` (Algorithm 1) from the pre-trained FeatCNN on the
+training pairs. Rolling checkpoint as in pretrain_featcnn.py (resumed after a failure)."""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+from suits.cli import main  # noqa: E402
+
+i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+
+
+def checkpoint_path(name, settings, files):
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for f in files:
+        h.update(Path(f).read_bytes())
+    folder = Path(p.checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}-{h.hexdigest()[:16]}.pt"
+
+
+settings = {k: v for k, v in p.items() if k != "checkpoint_dir"}
+ckpt = checkpoint_path("featcnn_suits", settings, [i.model, i.pairs, *i.images])
+argv = [
+    "train",
+    "--pairs", i.pairs,
+    "--model", i.model,
+    "--out", o.model,
+    "--steps", p.steps,
+    "--batch", p.batch,
+    "--lr", p.lr,
+    "--lam", p.lam,
+    "--k-max", p.k_max,
+    "--num-classes", p.num_classes,
+    "--fixed-modality", p.fixed_modality,
+    "--moving-modality", p.moving_modality,
+    "--solver", p.solver,
+    "--tol", p.tol,
+    "--seed", p.seed,
+    "--checkpoint", ckpt,
+    "--checkpoint-every", p.checkpoint_every,
+    "--device", p.device,
+    "--threads", snakemake.threads,  # noqa: F821
+]  # fmt: skip
+print(f"checkpoint: {ckpt} ({'resuming' if ckpt.exists() else 'new'})", flush=True)
+status = main([str(a) for a in argv])
+if status:
+    sys.exit(status)
+ckpt.unlink(missing_ok=True)

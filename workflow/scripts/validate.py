@@ -1,0 +1,60 @@
+"""Rule validate: check the manifest, every image and label, the config and the split
+(suitsbench.validate) before anything expensive; write the split of every fold and the
+training-pair lists. On bad input: one line naming the file or key and the fix, exit 1."""
+import csv
+import io
+import json
+import os
+import sys
+
+log = open(snakemake.log[0], "w")  # noqa: F821
+console = sys.__stderr__
+sys.stderr = sys.stdout = log
+
+from suitsbench.errors import InputError  # noqa: E402
+from suitsbench.provenance import write_text_atomic  # noqa: E402
+from suitsbench.validate import validate_config  # noqa: E402
+
+
+def fail(message):
+    for stream in (log, console):
+        print(f"validate: {message}", file=stream, flush=True)
+    sys.exit(1)
+
+
+p = snakemake.params  # noqa: F821
+splits = {}
+try:
+    for fold, fdir in enumerate(p.fold_dirs):
+        # read every file once (first fold); the other folds only re-split
+        _, split = validate_config(
+            p.config, manifest=snakemake.input.manifest, fold=fold, read_files=fold == 0  # noqa: F821
+        )
+        splits[fdir] = vars(split)
+except InputError as e:
+    fail(str(e))
+for fdir, split in splits.items():
+    if split != p.expected[fdir]:
+        fail(
+            f"{snakemake.input.manifest}: the split derived from the files differs from the "  # noqa: F821
+            f"one the workflow was planned with ({fdir}); run snakemake again"
+        )
+
+for fdir, out in zip(p.fold_dirs, snakemake.output.train_pairs):  # noqa: F821
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w.writerow(["fixed_image", "moving_image", "fixed_labels", "moving_labels"])
+    for pair in splits[fdir]["train_pairs"]:
+        moving_id, fixed_id = pair.split("__to__")
+        row = [
+            p.aligned[fixed_id]["image"],
+            p.aligned[moving_id]["image"],
+            p.aligned[fixed_id]["label"],
+            p.aligned[moving_id]["label"],
+        ]
+        w.writerow([os.path.relpath(f, os.path.dirname(out)) for f in row])
+    write_text_atomic(out, buf.getvalue())
+write_text_atomic(
+    snakemake.output.split, json.dumps(splits, indent=2, sort_keys=True) + "\n"  # noqa: F821
+)
+print(f"validated {snakemake.input.manifest}: {json.dumps(splits)}")  # noqa: F821
