@@ -264,7 +264,7 @@ def _inv3(A: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class _Level:
-    op: BroxOperator                       # this level's operator (M includes nothing else)
+    op: BroxOperator                       # this level's operator (shift folded into M)
     dinv: torch.Tensor                     # inverse diagonal blocks (B, 3, 3, d, h, w)
     P: tuple = (None, None, None)          # per-axis prolongation from the next coarser level
 
