@@ -9,14 +9,25 @@
 # -> evaluation -> report. Results layout: docs/architecture.md and results/README.md.
 
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# config/config.yaml unless config files are given with --configfile: then exactly those
+# (merged in order), so every shipped config is complete and reads top to bottom.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
+include: "workflow/rules/schema.smk"
+
+
+# unknown keys and wrong types stop here with one line naming the key; defaults are filled in
+if config_problem(config, "workflow/schemas/config.schema.yaml"):
+    raise WorkflowError(config_problem(config, "workflow/schemas/config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
