@@ -175,19 +175,25 @@ def block_match(feat_fixed: torch.Tensor, feat_moving: torch.Tensor, search: int
     Returns:
         ``centres (N, 3)`` block centres (voxel indices, float), ``disp (N, 3)`` displacements
         (voxels, i/j/k order), ``distinct (N,)`` mean cost minus best cost (>= 0; small =
-        ambiguous match). ``N`` = number of blocks.
+        ambiguous match). ``N`` = number of blocks, C-ordered over the block grid. The cost
+        is the block-mean SSD over the channels up to a per-block constant (the fixed
+        features' squared norm); the moving features are replicate-padded beyond the grid.
     """
     s, n = int(search), 2 * int(search) + 1
-    _, C, D, H, W = feat_fixed.shape
+    D, H, W = feat_fixed.shape[2:]
     pad = F.pad(feat_moving, (s, s, s, s, s, s), mode="replicate")
+    # SSD = |f|^2 - 2 f.m + |m|^2; |f|^2 is constant per block and left out (argmin, the
+    # parabola and the distinctiveness do not depend on it)
+    msq = (pad * pad).sum(1, keepdim=True)
     costs = []
     for a in range(n):
         for b in range(n):
-            slab = pad[:, :, a:a + D, b:b + H, :]                     # (1, C, D, H, W + 2s)
-            win = slab.unfold(4, W, 1)                                 # (1, C, D, H, n, W)
-            ssd = ((win - feat_fixed.unsqueeze(4)) ** 2).sum(1)        # (1, D, H, n, W)
-            ssd = ssd.permute(3, 0, 1, 2, 4)                           # (n, 1, D, H, W)
-            costs.append(F.avg_pool3d(ssd, block, stride).flatten(1))  # (n, N)
+            group = []
+            for c in range(n):
+                sl = (slice(None), slice(None), slice(a, a + D), slice(b, b + H), slice(c, c + W))
+                group.append(msq[sl] - 2.0 * (feat_fixed * pad[sl]).sum(1, keepdim=True))
+            pooled = F.avg_pool3d(torch.cat(group, 0), block, stride)  # (n, 1, nd, nh, nw)
+            costs.append(pooled.flatten(1))                           # (n, N)
     cost = torch.stack(costs, 0).reshape(n, n, n, -1)                 # (da, db, dc, N)
     nb = cost.shape[-1]
     flat = cost.reshape(-1, nb)
@@ -260,9 +266,10 @@ def _per_level(value: int | Sequence[int], n: int, name: str) -> list[int]:
 
 def register_affine(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndarray,
                     moving_affine: np.ndarray, levels: Sequence[int] = (4, 2),
-                    iterations: int | Sequence[int] = (8, 5), block: int | Sequence[int] = 4,
+                    iterations: int | Sequence[int] | None = None,
+                    block: int | Sequence[int] = 4,
                     block_stride: int | Sequence[int] | None = None,
-                    search: int | Sequence[int] = (3, 2), trim: float = 0.5,
+                    search: int | Sequence[int] | None = None, trim: float = 0.5,
                     trim_iterations: int = 4, keep_distinctive: float = 0.75,
                     radius: int = 1, dilation: int = 1, init: str = "com",
                     initial: np.ndarray | None = None, tol: float = 0.02,
@@ -274,7 +281,9 @@ def register_affine(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndarra
             grids; ``fixed_affine`` / ``moving_affine`` their NIfTI voxel-to-world affines.
         levels: pyramid downsampling factors, coarse to fine.
         iterations, search: per level (or one value for all): block-matching iterations and
-            search radius in level voxels (``(2*search+1)^3`` displacements).
+            search radius in level voxels (``(2*search+1)^3`` displacements). Default
+            (``None``): 8 iterations and search 3 on the first (coarsest) level, 5 and 2 on the
+            finer ones (e.g. ``levels=(4, 2)`` at 2 mm: +-24 mm, then +-8 mm per iteration).
         block, block_stride: block size and stride in level voxels (stride default
             ``max(1, block // 2)``: half-overlapping blocks).
         trim, trim_iterations: trimmed least squares (fraction kept, refits).
@@ -295,8 +304,9 @@ def register_affine(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndarra
     f_vol, m_vol = _as_volume(fixed, device), _as_volume(moving, device)
     m_vol = m_vol.to(f_vol.device)
     nl = len(levels)
-    iters = _per_level(iterations, nl, "iterations")
-    searches = _per_level(search, nl, "search")
+    iters = _per_level([8] + [5] * (nl - 1) if iterations is None else iterations, nl,
+                       "iterations")
+    searches = _per_level([3] + [2] * (nl - 1) if search is None else search, nl, "search")
     blocks = _per_level(block, nl, "block")
     strides = ([max(1, b // 2) for b in blocks] if block_stride is None
                else _per_level(block_stride, nl, "block_stride"))

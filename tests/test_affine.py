@@ -1,0 +1,287 @@
+"""Affine pre-registration: block matching, trimmed least squares, pairwise CT/MR registration of
+known affines, the groupwise log-Euclidean mean space, resampling and transform files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from suitsbench import phantom as P
+from suitsbench.affine import (block_match, initial_transform, register_affine, resample_affine,
+                               trimmed_affine_fit)
+from suitsbench.errors import InputError
+from suitsbench.groupwise import (groupwise_mean, inverse_consistency_mm, load_row,
+                                  load_transform, log_euclidean_mean, mean_space_grid,
+                                  pairwise_all, real_logm, resample_to_space, save_row,
+                                  save_transform, symmetrise)
+
+SPACING = 2.0
+
+
+def random_affine(rng: np.random.Generator, degrees: float = 10.0, scale: float = 0.1,
+                  translation: float = 10.0) -> np.ndarray:
+    """Rotation of exactly ``degrees`` about a random axis, per-axis scale within
+    ``1 +- scale``, translation within ``+-translation`` mm per axis."""
+    axis = rng.normal(size=3)
+    R = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.deg2rad(degrees)).as_matrix()
+    Y = np.eye(4)
+    Y[:3, :3] = R @ np.diag(rng.uniform(1 - scale, 1 + scale, 3))
+    Y[:3, 3] = rng.uniform(-translation, translation, 3)
+    return Y
+
+
+def shift(t) -> np.ndarray:
+    S = np.eye(4)
+    S[:3, 3] = t
+    return S
+
+
+def organ_points(label: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Homogeneous world coordinates (4, N) of the organ voxels."""
+    idx = np.argwhere(label > 0).astype(float)
+    return np.asarray(affine, float) @ np.c_[idx, np.ones(len(idx))].T
+
+
+def mean_error_mm(T: np.ndarray, Y: np.ndarray, points: np.ndarray) -> float:
+    return float(np.linalg.norm(((T - Y) @ points)[:3], axis=0).mean())
+
+
+def render_moved(geom, modality: str, Y0: np.ndarray, header: np.ndarray | None = None):
+    """The patient moved by ``Y0`` (world mm) on the standard grid, written with header
+    ``header @ A``: a fixed-world point ``p`` of the unmoved patient is at header world
+    ``header @ Y0 @ p`` of the result. Returns ``(image, label, affine, true T)``."""
+    A = P.grid_affine(geom.shape, geom.spacing)
+    H = np.eye(4) if header is None else header
+    img, lab, _ = P.render(geom, modality, geom.shape, np.linalg.inv(Y0) @ A)
+    return img, lab, H @ A, H @ Y0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one thread is as fast and far steadier on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def patient():
+    geom = P.make_geometry(11)
+    ct, lab, A = P.render(geom, "ct")
+    return geom, ct, lab, A
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def test_block_match_recovers_integer_shift():
+    g = torch.Generator().manual_seed(1)
+    base = torch.nn.functional.avg_pool3d(torch.rand(1, 4, 28, 28, 28, generator=g), 3, 1)
+    fixed = base[:, :, 3:21, 3:21, 3:21]
+    moving = base[:, :, 2:20, 4:22, 3:21]      # moving(x + d) = fixed(x) with d = (1, -1, 0)
+    centres, disp, distinct = block_match(fixed, moving, search=2, block=4, stride=2)
+    assert centres.shape == disp.shape == (512, 3) and distinct.shape == (512,)
+    assert torch.all(distinct >= 0)
+    # interior blocks (the shifted-in border is replicate padding)
+    inner = (centres >= 3).all(1) & (centres <= 14).all(1)
+    assert torch.allclose(disp[inner], torch.tensor([1.0, -1.0, 0.0]).expand_as(disp[inner]),
+                          atol=0.15)
+
+
+def test_trimmed_fit_ignores_outliers():
+    rng = np.random.default_rng(0)
+    U = random_affine(rng)
+    src = rng.uniform(-60, 60, (300, 3))
+    dst = src @ U[:3, :3].T + U[:3, 3]
+    bad = rng.choice(300, 90, replace=False)
+    dst[bad] += rng.normal(0, 30, (90, 3))
+    fit = trimmed_affine_fit(src, dst, trim=0.5, iterations=4)
+    assert np.allclose(fit, U, atol=1e-6)
+    plain = trimmed_affine_fit(src, dst, trim=1.0)
+    assert not np.allclose(plain, U, atol=1e-2)          # the outliers do matter untrimmed
+    assert np.array_equal(trimmed_affine_fit(src[:5], dst[:5]), np.eye(4))
+
+
+def test_initial_transform_aligns_centres_of_mass(patient):
+    geom, ct, lab, A = patient
+    T = initial_transform(ct, ct, A, shift([150.0, -80.0, 40.0]) @ A, "com")
+    assert np.allclose(T, shift([150.0, -80.0, 40.0]), atol=1e-6)
+    with pytest.raises(ValueError):
+        initial_transform(ct, ct, A, A, "nonsense")
+
+
+def test_resample_affine_pulls_back_through_T(patient):
+    """The convention: moving resampled on the fixed grid through T reproduces the fixed."""
+    geom, ct, lab, A = patient
+    Y0 = random_affine(np.random.default_rng(3))
+    _, lab_m, A_m, T_true = render_moved(geom, "mr", Y0, shift([0.0, 0.0, 300.0]))
+    back = resample_affine(lab_m, A_m, T_true, A, lab.shape, order=0)
+    assert back.dtype == lab_m.dtype
+    organ = lab > 0
+    assert (back[organ] == lab[organ]).mean() > 0.9     # nearest-neighbour boundary voxels
+    wrong = resample_affine(lab_m, A_m, np.linalg.inv(T_true), A, lab.shape, order=0)
+    assert (wrong[organ] == lab[organ]).mean() < 0.5
+
+
+# ----------------------------------------------------------------------------- pairwise
+
+@pytest.mark.parametrize("seed,header_shift", [(1, 0.0), (2, 0.0), (4, 180.0)])
+def test_register_affine_recovers_known_affine_ct_to_mr(patient, seed, header_shift):
+    """Same patient, CT fixed and MR moving, known affine (10 degrees, 10 % scale, 10 mm);
+    ``header_shift`` moves the MR's world coordinates so the fields of view barely overlap."""
+    geom, ct, lab, A = patient
+    Y0 = random_affine(np.random.default_rng(seed))
+    mr, _, A_m, T_true = render_moved(geom, "mr", Y0, shift([header_shift, -header_shift / 2,
+                                                             header_shift]))
+    pts = organ_points(lab, A)
+    before = mean_error_mm(initial_transform(ct, mr, A, A_m), T_true, pts)
+    T = register_affine(ct, mr, A, A_m, device="cpu")
+    assert T.shape == (4, 4) and T.dtype == np.float64
+    assert np.array_equal(T[3], [0, 0, 0, 1])
+    err = mean_error_mm(T, T_true, pts)
+    assert err < SPACING, f"mean organ error {err:.2f} mm (initial {before:.2f} mm)"
+    assert err < 0.5 * before
+
+
+def test_register_affine_accepts_tensors_and_identical_images(patient):
+    geom, ct, lab, A = patient
+    T = register_affine(torch.from_numpy(ct)[None, None], ct, A, A, levels=(4,), iterations=3)
+    assert mean_error_mm(T, np.eye(4), organ_points(lab, A)) < 0.5 * SPACING
+
+
+# ----------------------------------------------------------------------------- groupwise
+
+def test_groupwise_of_known_affine_copies_lands_within_a_voxel(patient, tmp_path):
+    geom, _, lab, A = patient
+    rng = np.random.default_rng(7)
+    images, labels, truth = {}, {}, {}
+    for k, modality in enumerate(("ct", "mr", "mr")):
+        Y0 = random_affine(rng, degrees=8.0)
+        img, lab_k, A_k, Y = render_moved(geom, modality, Y0, shift([70.0 * k, 0.0, 0.0]))
+        images[f"s{k}"], labels[f"s{k}"], truth[f"s{k}"] = (img, A_k), lab_k, Y
+    ids = list(images)
+    T = pairwise_all(images)
+    assert set(T) == {(i, j) for i in ids for j in ids if i != j}
+    M = groupwise_mean(T, ids)
+    # unbiased: the log-Euclidean mean of the images' transforms is the identity
+    assert np.abs(sum(real_logm(M[i]) for i in ids)).max() < 1e-8
+    # an organ point x of the patient is at Y_i x in image i, at M_i Y_i x in the mean space
+    pts = organ_points(lab, A)
+    mapped = {i: (M[i] @ truth[i] @ pts)[:3] for i in ids}
+    for a in ids:
+        for b in ids:
+            if a < b:
+                d = np.linalg.norm(mapped[a] - mapped[b], axis=0).mean()
+                assert d < SPACING, f"{a} vs {b}: {d:.2f} mm apart in the mean space"
+    # resampled label maps overlap in the mean space (reference grid from the group)
+    ref, shape = mean_space_grid([images[i][1] for i in ids], [lab.shape] * 3,
+                                 [M[i] for i in ids])
+    aligned = {i: resample_to_space(labels[i], images[i][1], M[i], ref, shape, order=0)
+               for i in ids}
+    img0 = resample_to_space(images["s0"][0], images["s0"][1], M["s0"], ref, shape)
+    assert img0.shape == shape and img0.dtype == np.float32
+    for a in ids:
+        assert aligned[a].dtype == np.uint8 and set(np.unique(aligned[a])) <= set(range(7))
+        for b in ids:
+            if a < b:
+                both = ((aligned[a] > 0) & (aligned[a] == aligned[b])).sum()
+                dice = 2 * both / ((aligned[a] > 0).sum() + (aligned[b] > 0).sum())
+                assert dice > 0.8, f"{a} vs {b}: organ Dice {dice:.2f}"
+    # the registrations' own inverse inconsistency is small, and symmetrising removes it
+    for a, b in (("s0", "s1"), ("s1", "s2")):
+        assert inverse_consistency_mm(T[(a, b)], T[(b, a)], images[a][1], lab.shape) < 3 * SPACING
+    S = symmetrise(T, ids)
+    assert inverse_consistency_mm(S[("s0", "s1")], S[("s1", "s0")], A, lab.shape) < 1e-6
+    # rows round-trip through the pairwise TSV files
+    for i in ids:
+        save_row(tmp_path / f"{i}.tsv", i, {j: T[(i, j)] for j in ids if j != i})
+    rows = {}
+    for i in ids:
+        rows.update(load_row(tmp_path / f"{i}.tsv"))
+    M2 = groupwise_mean({(i, j): t for i, r in rows.items() for j, t in r.items()}, ids)
+    for i in ids:
+        assert np.array_equal(M2[i], M[i])
+
+
+def test_groupwise_mean_of_translations_is_exact():
+    """Commuting transforms: every image's content lands exactly at the mean position."""
+    offsets = {"a": np.array([0.0, 0, 0]), "b": np.array([30.0, -6, 3]),
+               "c": np.array([-12.0, 9, 60])}
+    Y = {k: shift(v) for k, v in offsets.items()}
+    ids = list(Y)
+    T = {(i, j): Y[j] @ np.linalg.inv(Y[i]) for i in ids for j in ids if i != j}
+    M = groupwise_mean(T, ids)
+    centre = np.mean(list(offsets.values()), 0)
+    for i in ids:
+        assert np.allclose(M[i] @ Y[i], shift(centre), atol=1e-9)
+    # one direction per pair is enough (the inverse is used)
+    half = {(i, j): t for (i, j), t in T.items() if i < j}
+    M_half = groupwise_mean(half, ids)
+    for i in ids:
+        assert np.allclose(M_half[i], M[i], atol=1e-9)
+    with pytest.raises(KeyError):
+        groupwise_mean({("a", "b"): T[("a", "b")]}, ids)
+
+
+def test_symmetrised_mean_averages_inconsistent_pairs():
+    rng = np.random.default_rng(5)
+    Tab, Tba = random_affine(rng), random_affine(rng)      # deliberately inconsistent
+    M = groupwise_mean({("a", "b"): Tab, ("b", "a"): Tba}, ["a", "b"])
+    expected_log = 0.25 * (real_logm(Tab) - real_logm(Tba))
+    assert np.allclose(real_logm(M["a"]), expected_log, atol=1e-8)
+    assert np.allclose(M["b"], np.linalg.inv(M["a"]), atol=1e-8)
+    Mf = groupwise_mean({("a", "b"): Tab, ("b", "a"): Tba}, ["a", "b"], symmetric=False)
+    assert np.allclose(real_logm(Mf["a"]), 0.5 * real_logm(Tab), atol=1e-8)
+
+
+def test_mean_of_identities_is_identity():
+    ids = ["p0", "p1", "p2", "p3"]
+    T = {(i, j): np.eye(4) for i in ids for j in ids if i != j}
+    M = groupwise_mean(T, ids)
+    for i in ids:
+        assert np.array_equal(M[i], np.eye(4)) or np.allclose(M[i], np.eye(4), atol=1e-14)
+    assert np.allclose(log_euclidean_mean([np.eye(4)] * 3), np.eye(4), atol=1e-14)
+
+
+def test_log_euclidean_mean_and_real_logm():
+    rng = np.random.default_rng(2)
+    Y = random_affine(rng)
+    assert np.allclose(log_euclidean_mean([Y, np.linalg.inv(Y)]), np.eye(4), atol=1e-9)
+    assert np.allclose(log_euclidean_mean([Y, Y]), Y, atol=1e-9)
+    half = log_euclidean_mean([Y, np.eye(4)])
+    assert np.allclose(half @ half, Y, atol=1e-9)          # the geodesic midpoint
+    L = real_logm(Y)
+    assert L.dtype == np.float64 and np.array_equal(L[3], np.zeros(4))
+    with pytest.raises(ValueError):
+        real_logm(np.diag([-1.0, 1.0, 1.0, 1.0]))           # a reflection has no real log
+
+
+def test_mean_space_grid_and_identity_resampling(patient):
+    geom, ct, lab, A = patient
+    ref, shape = mean_space_grid([A], [lab.shape], [shift([10.0, 0, -4.0])])
+    assert shape == lab.shape
+    assert np.allclose(ref[:3, :3], A[:3, :3]) and np.allclose(ref[:3, 3], A[:3, 3] + [10, 0, -4])
+    same = resample_to_space(lab, A, np.eye(4), A, lab.shape, order=0)
+    assert np.array_equal(same, lab)
+    moved = resample_to_space(lab, A, shift([10.0, 0, -4.0]), ref, shape, order=0)
+    assert np.array_equal(moved, lab)        # the grid moved with the image
+
+
+def test_transform_files_round_trip(tmp_path):
+    rng = np.random.default_rng(9)
+    Y = random_affine(rng)
+    path = tmp_path / "mean" / "p001.txt"
+    save_transform(path, Y, comment="p001 -> mean space")
+    assert np.array_equal(load_transform(path), Y)
+    assert path.read_text().startswith("#")
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]   # no temp left
+    (tmp_path / "bad.txt").write_text("1 0 0\n0 1 0\n0 0 1\n")
+    with pytest.raises(InputError, match="bad.txt"):
+        load_transform(tmp_path / "bad.txt")
+    save_row(tmp_path / "row.tsv", "p001", {"p002": Y, "p003": np.eye(4)})
+    rows = load_row(tmp_path / "row.tsv")
+    assert list(rows) == ["p001"] and np.array_equal(rows["p001"]["p002"], Y)
+    (tmp_path / "bad.tsv").write_text("a\tb\n")
+    with pytest.raises(InputError):
+        load_row(tmp_path / "bad.tsv")
