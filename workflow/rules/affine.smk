@@ -16,7 +16,7 @@ rule affine_pairwise:
         f"{RES}/benchmarks/affine/pairwise/{{id}}.tsv"
     conda:
         ENVS["data"]
-    threads: THREADS
+    threads: threads_for("register")
     resources:
         **resources_for("register"),
     params:
@@ -30,15 +30,17 @@ rule affine_pairwise:
 rule affine_mean:
     input:
         rows=[f"{RES}/affine/pairwise/{i}.tsv" for i in IDS],
+        images=[f"{RES}/prep/{i}_image.nii.gz" for i in IDS],
     output:
         transforms=[f"{RES}/affine/mean/{i}.txt" for i in IDS],
+        reference=f"{RES}/affine/mean/reference_grid.nii.gz",
     log:
         f"{RES}/logs/affine/mean.log",
     benchmark:
         f"{RES}/benchmarks/affine/mean.tsv"
     conda:
         ENVS["data"]
-    threads: 1
+    threads: threads_for("light")
     resources:
         **resources_for("light"),
     params:
@@ -52,7 +54,7 @@ rule affine_resample:
         image=f"{RES}/prep/{{id}}_image.nii.gz",
         label=f"{RES}/prep/{{id}}_label.nii.gz",
         transform=f"{RES}/affine/mean/{{id}}.txt",
-        reference=f"{RES}/prep/{IDS[0]}_image.nii.gz",
+        reference=f"{RES}/affine/mean/reference_grid.nii.gz",
     output:
         image=f"{RES}/aligned/{{id}}_image.nii.gz",
         label=f"{RES}/aligned/{{id}}_label.nii.gz",
@@ -62,7 +64,7 @@ rule affine_resample:
         f"{RES}/benchmarks/affine/resample/{{id}}.tsv"
     conda:
         ENVS["data"]
-    threads: 1
+    threads: threads_for("light")
     resources:
         **resources_for("light"),
     script:

@@ -13,7 +13,7 @@ rule register_elastix:
         "{fdir}/benchmarks/register/elastix/{pair}.tsv"
     conda:
         ENVS["baselines"]
-    threads: THREADS
+    threads: threads_for("register")
     resources:
         **resources_for("register"),
     params:
@@ -34,7 +34,7 @@ rule train_voxelmorph:
         "{fdir}/benchmarks/train_voxelmorph.tsv"
     conda:
         ENVS["baselines"]
-    threads: THREADS
+    threads: threads_for("train")
     resources:
         **resources_for("train"),
         gpu=GPU,
@@ -64,7 +64,7 @@ rule register_voxelmorph:
         "{fdir}/benchmarks/register/voxelmorph/{pair}.tsv"
     conda:
         ENVS["baselines"]
-    threads: THREADS
+    threads: threads_for("register")
     resources:
         **resources_for("register"),
         gpu=GPU,

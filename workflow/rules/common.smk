@@ -23,7 +23,6 @@ FOLD_DIRS = [RES] if FOLDS == 1 else [f"{RES}/fold{k}" for k in range(FOLDS)]
 METHODS = list(config["methods"])
 ORGANS = list(DATA["evaluate"])
 GPU = int(config["gpu"])
-THREADS = int(config["threads"])
 ENVS = {
     name: f"../envs/{name}.yaml" for name in ("data", "suits", "baselines", "report")
 }
@@ -265,4 +264,9 @@ def organ_map():
 
 
 def resources_for(kind):
-    return config["resources"][kind]
+    """mem_mb and runtime of a kind of job (config resources)."""
+    return {k: v for k, v in config["resources"][kind].items() if k != "threads"}
+
+
+def threads_for(kind):
+    return int(config["resources"][kind]["threads"])

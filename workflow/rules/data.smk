@@ -15,7 +15,7 @@ if DATA["source"] == "phantom":
             f"{RES}/benchmarks/phantom.tsv"
         conda:
             ENVS["data"]
-        threads: 1
+        threads: threads_for("light")
         resources:
             **resources_for("light"),
         params:
@@ -40,7 +40,7 @@ rule validate:
         f"{RES}/benchmarks/validate.tsv"
     conda:
         ENVS["data"]
-    threads: 1
+    threads: threads_for("light")
     resources:
         **resources_for("light"),
     params:
@@ -65,7 +65,7 @@ rule preprocess:
         f"{RES}/benchmarks/preprocess/{{id}}.tsv"
     conda:
         ENVS["data"]
-    threads: 1
+    threads: threads_for("light")
     resources:
         **resources_for("light"),
     params:

@@ -14,7 +14,7 @@ rule evaluate:
         "{fdir}/benchmarks/evaluate/{method}.tsv"
     conda:
         ENVS["report"]
-    threads: 1
+    threads: threads_for("light")
     resources:
         **resources_for("light"),
     params:

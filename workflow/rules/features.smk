@@ -15,7 +15,7 @@ rule pretrain_featcnn:
         "{fdir}/benchmarks/pretrain_featcnn.tsv"
     conda:
         ENVS["suits"]
-    threads: THREADS
+    threads: threads_for("train")
     resources:
         **resources_for("train"),
         gpu=GPU,

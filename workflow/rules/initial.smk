@@ -12,7 +12,7 @@ rule register_initial:
         "{fdir}/benchmarks/register/initial/{pair}.tsv"
     conda:
         ENVS["suits"]
-    threads: 1
+    threads: threads_for("light")
     resources:
         **resources_for("light"),
     script:

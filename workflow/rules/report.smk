@@ -21,7 +21,7 @@ rule table2:
         f"{RES}/benchmarks/table2.tsv"
     conda:
         ENVS["report"]
-    threads: 1
+    threads: threads_for("light")
     resources:
         **resources_for("light"),
     params:
@@ -54,7 +54,7 @@ rule boxplot:
         metric="dice|hd95",
     conda:
         ENVS["report"]
-    threads: 1
+    threads: threads_for("light")
     resources:
         **resources_for("light"),
     params:
@@ -84,7 +84,7 @@ rule example_figure:
         f"{RES}/benchmarks/fig2_example.tsv"
     conda:
         ENVS["report"]
-    threads: 1
+    threads: threads_for("light")
     resources:
         **resources_for("light"),
     params:
@@ -112,7 +112,7 @@ rule runtime:
         f"{RES}/benchmarks/runtime.tsv"
     conda:
         ENVS["report"]
-    threads: 1
+    threads: threads_for("light")
     resources:
         **resources_for("light"),
     params:
@@ -137,7 +137,7 @@ rule provenance:
         f"{RES}/benchmarks/provenance.tsv"
     conda:
         ENVS["report"]
-    threads: 1
+    threads: threads_for("light")
     resources:
         **resources_for("light"),
     params:

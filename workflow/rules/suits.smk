@@ -17,7 +17,7 @@ rule train_suits:
         "{fdir}/benchmarks/train_suits.tsv"
     conda:
         ENVS["suits"]
-    threads: THREADS
+    threads: threads_for("train")
     resources:
         **resources_for("train"),
         gpu=GPU,
@@ -54,7 +54,7 @@ rule register_suits:
         method="mind_pretrained|suits|mind_ssc",
     conda:
         ENVS["suits"]
-    threads: THREADS
+    threads: threads_for("register")
     resources:
         **resources_for("register"),
         gpu=GPU,

@@ -1,1 +1,30 @@
-"""placeholder"""
+"""Rule affine_mean: every image's transform into the unbiased groupwise mean space
+(log-Euclidean mean of the symmetrised pairwise transforms, suitsbench.groupwise) and the
+reference grid of that space (the preprocessed grid, centred on the group's anatomy)."""
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+from suits.io import save_labels  # noqa: E402
+from suitsbench.groupwise import (  # noqa: E402
+    groupwise_mean,
+    load_row,
+    mean_space_grid,
+    rows_to_pairs,
+    save_transform,
+)
+
+i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+rows = {}
+for f in i.rows:
+    rows.update(load_row(f))
+M = groupwise_mean(rows_to_pairs(rows), p.ids)
+for image_id, out in zip(p.ids, o.transforms):
+    save_transform(out, M[image_id], comment=f"{image_id} -> groupwise mean space")
+headers = [nib.load(f) for f in i.images]
+ref_affine, ref_shape = mean_space_grid(
+    [h.affine for h in headers], [h.shape for h in headers], [M[k] for k in p.ids]
+)
+save_labels(o.reference, np.zeros(ref_shape, np.uint8), ref_affine)

@@ -1,1 +1,18 @@
-"""placeholder"""
+"""Rule affine_pairwise: one row of the groupwise affine pre-registration, the image {id}
+(fixed) against every other image (suitsbench.groupwise.pairwise_row: MIND-SSC block
+matching and trimmed least squares, suitsbench.affine)."""
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+import torch  # noqa: E402
+from suitsbench.groupwise import pairwise_row, save_row  # noqa: E402
+
+i, p = snakemake.input, snakemake.params  # noqa: F821
+torch.set_num_threads(snakemake.threads)  # noqa: F821
+device = p.device
+if device == "auto":
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+fixed_id = snakemake.wildcards.id  # noqa: F821
+row = pairwise_row(fixed_id, dict(zip(p.ids, i.others)), levels=tuple(p.levels), device=device)
+save_row(snakemake.output[0], fixed_id, row)  # noqa: F821

@@ -1,1 +1,19 @@
-"""placeholder"""
+"""Rule affine_resample: an image (trilinear) and its label map (nearest) in the groupwise
+mean space, on its reference grid (suitsbench.groupwise.resample_to_space)."""
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+import nibabel as nib  # noqa: E402
+from suits.io import load_labels, load_volume, save_labels, save_volume  # noqa: E402
+from suitsbench.groupwise import load_transform, resample_to_space  # noqa: E402
+
+i, o = snakemake.input, snakemake.output  # noqa: F821
+T = load_transform(i.transform)
+ref = nib.load(i.reference)
+image, affine = load_volume(i.image)
+labels, label_affine = load_labels(i.label)
+save_volume(o.image, resample_to_space(image, affine, T, ref.affine, ref.shape, order=1), ref.affine)
+save_labels(
+    o.label, resample_to_space(labels, label_affine, T, ref.affine, ref.shape, order=0), ref.affine
+)

@@ -1,0 +1,173 @@
+"""The Snakemake workflow: lint, formatting, a dry run of every shipped config, bad configs,
+and the complete CI-size workflow (.test/config/ci.yaml -> results/ci/) with checks on Table 2.
+
+The complete run takes a few minutes on 2 cores; select it with ``-m workflow`` or leave it
+out with ``-m "not slow"``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake") if (BIN / "snakemake").exists() else "snakemake"
+SNAKEFMT = str(BIN / "snakefmt") if (BIN / "snakefmt").exists() else "snakefmt"
+PROSTATE = ROOT.parent / "shared" / "data" / "prostate-mr-us"
+CI_CONFIG = ROOT / ".test" / "config" / "ci.yaml"
+CI_RESULTS = ROOT / "results" / "ci"
+METHODS = ["initial", "elastix", "voxelmorph", "mind_pretrained", "suits", "mind_ssc"]
+
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def output_of(proc: subprocess.CompletedProcess) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+
+
+def dry_run(*args: str) -> subprocess.CompletedProcess:
+    # --nolock: dry runs may overlap a real run in the same folder
+    return snakemake("-n", "--nolock", "--quiet", "rules", "--cores", "2", *args)
+
+
+# ---------------------------------------------------------------------------- static checks
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint", "--nolock")
+    assert proc.returncode == 0, output_of(proc)
+    assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr, \
+        output_of(proc)
+
+
+def test_snakefmt_check_passes():
+    proc = subprocess.run([SNAKEFMT, "--check", "."], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------- dry runs
+
+
+def test_dry_run_default():
+    proc = dry_run("--forceall")  # the whole DAG, whatever results/ already holds
+    assert proc.returncode == 0, output_of(proc)
+    out = proc.stdout + proc.stderr
+    for rule in ("phantom", "validate", "preprocess", "affine_pairwise", "affine_mean",
+                 "affine_resample", "pretrain_featcnn", "train_suits", "register_suits",
+                 "register_elastix", "train_voxelmorph", "register_voxelmorph",
+                 "register_initial", "evaluate", "table2", "boxplot", "example_figure",
+                 "runtime", "provenance"):
+        assert rule in out, f"rule {rule} not planned\n{output_of(proc)}"
+
+
+def test_dry_run_ci():
+    proc = dry_run("--configfile", str(CI_CONFIG))
+    assert proc.returncode == 0, output_of(proc)
+
+
+def test_dry_run_paper(tmp_path):
+    """config/paper.yaml with a VISCERAL-like manifest of 20 CT and 20 MR placeholders:
+    25 test pairs, every method on each."""
+    rows = ["subject\tmodality\timage\tlabel"]
+    for n in range(40):
+        modality = "ct" if n < 20 else "mr"
+        for kind in ("image", "label"):
+            (tmp_path / f"s{n:02d}_{kind}.nii.gz").touch()
+        rows.append(f"s{n:02d}\t{modality}\ts{n:02d}_image.nii.gz\ts{n:02d}_label.nii.gz")
+    (tmp_path / "visceral.tsv").write_text("\n".join(rows) + "\n")
+    text = (ROOT / "config" / "paper.yaml").read_text()
+    assert "manifest: config/visceral.tsv" in text
+    cfg = tmp_path / "paper.yaml"
+    cfg.write_text(text.replace("manifest: config/visceral.tsv",
+                                f"manifest: {tmp_path / 'visceral.tsv'}")
+                   .replace("dataset: visceral", "dataset: paper-dry-run"))
+    proc = dry_run("--configfile", str(cfg))
+    assert proc.returncode == 0, output_of(proc)
+    counts = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    assert counts.get("register_elastix") == 25, counts
+    assert counts.get("register_suits") == 3 * 25, counts
+    assert counts.get("preprocess") == 40, counts
+
+
+def test_dry_run_prostate():
+    if not PROSTATE.is_dir():
+        pytest.skip(f"real data not found at {PROSTATE} (place ../shared/data beside the project)")
+    proc = dry_run("--configfile", "config/prostate-mr-us.yaml")
+    assert proc.returncode == 0, output_of(proc)
+
+
+# ---------------------------------------------------------------------------- bad configs
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("seed=abc", "seed"),
+        ("nonsense_key=1", "nonsense_key"),
+        ("device=gpu", "device"),
+    ],
+)
+def test_bad_config_fails_with_one_line(override, key):
+    proc = dry_run("--config", override)
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("config key")]
+    assert lines and key in lines[0], output_of(proc)
+
+
+# ---------------------------------------------------------------------------- complete run
+
+
+@pytest.mark.slow
+def test_ci_workflow_end_to_end():
+    """The complete workflow on the CI config from scratch; Table 2 has every method, Dice in
+    [0, 1], SUITS not below initial; the figures, runtime table and provenance exist."""
+    import pandas as pd
+
+    from suitsbench.table import METHOD_NAMES
+
+    if CI_RESULTS.exists():
+        shutil.rmtree(CI_RESULTS)
+    proc = snakemake("--cores", "2", "--configfile", str(CI_CONFIG), timeout=3000)
+    assert proc.returncode == 0, output_of(proc)
+
+    table = pd.read_csv(CI_RESULTS / "table2.csv", index_col=0)
+    names = [METHOD_NAMES[m] for m in METHODS]
+    assert list(table.index) == names
+    dice = table[[c for c in table.columns if c.endswith(" Dice") and not c.startswith(("std", "p-val"))]]
+    assert dice.shape[1] == 6 + 1  # six organs + mean
+    assert ((dice >= 0) & (dice <= 1)).all().all(), dice
+    hd = table[[c for c in table.columns if c.endswith(" HD95") and not c.startswith("p-val")]]
+    assert (hd >= 0).all().all(), hd
+    assert table.loc[METHOD_NAMES["suits"], "mean Dice"] >= table.loc[METHOD_NAMES["initial"], "mean Dice"], \
+        table["mean Dice"]
+    assert pd.isna(table.loc[METHOD_NAMES["suits"], "p-val Dice"])
+    for name in ("table2.md", "table2.tex", "fig3_dice.png", "fig3_dice.pdf", "fig4_hd95.png",
+                 "fig4_hd95.pdf", "fig2_example.png", "runtime.csv", "runtime.md",
+                 "provenance.json"):
+        assert (CI_RESULTS / name).stat().st_size > 0, name
+    runtime = pd.read_csv(CI_RESULTS / "runtime.csv", index_col=0)
+    assert all(n in runtime.index for n in names), runtime.index
+    # training checkpoints are removed after success; nothing temporary is left behind
+    assert not list((CI_RESULTS / "models" / "checkpoints").glob("*.pt"))
+    assert not list(CI_RESULTS.rglob("*.tmp*"))
+
+    # a second run has nothing to do
+    again = snakemake("--cores", "2", "--configfile", str(CI_CONFIG), "-n", "--quiet", "rules")
+    assert again.returncode == 0, output_of(again)
+    assert "Nothing to be done" in again.stdout + again.stderr, output_of(again)
