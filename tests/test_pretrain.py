@@ -89,3 +89,55 @@ def test_bad_inputs():
         pretrain(_model(), {"ct": []}, iterations=1, progress=False)
     with pytest.raises(ValueError, match=r"\(1, 1, D, H, W\)"):
         pretrain(_model(), {"ct": [torch.zeros(8, 8, 8)]}, iterations=1, progress=False)
+
+
+def test_crop_trains_on_windows_of_the_target():
+    """With ``crop`` every step sees a factor-aligned window of the image and the same window
+    of the whole image's MIND target; training still lowers the loss and resumes bitwise."""
+    import suits.pretrain as sp
+
+    torch.manual_seed(0)
+    imgs = {"ct": [torch.rand(1, 1, 20, 24, 16)], "mr": [torch.rand(1, 1, 20, 24, 16)]}
+    seen = []
+    model = FeatCNN(device="cpu")
+    real = sp.F.l1_loss
+
+    def spy(out, target):
+        seen.append((tuple(out.shape), tuple(target.shape)))
+        return real(out, target)
+
+    sp.F.l1_loss = spy
+    try:
+        _, losses = sp.pretrain(model, imgs, 4, crop=(8, 12, 64), progress=False)
+    finally:
+        sp.F.l1_loss = real
+    # 8 and 12 voxels -> 2 and 3 feature voxels; 64 > 16 takes the whole axis (4 voxels)
+    assert seen and all(o == t == (1, 12, 2, 3, 4) for o, t in seen), seen
+    with pytest.raises(ValueError, match="crop"):
+        sp.pretrain(FeatCNN(device="cpu"), imgs, 1, crop=(2, 8, 8), progress=False)
+
+
+def test_crop_window_matches_the_whole_target():
+    """The target window is the MIND-SSC of the whole image at the crop's feature voxels."""
+    import suits.pretrain as sp
+
+    torch.manual_seed(1)
+    x = torch.rand(1, 1, 16, 16, 16)
+    full = sp.mind_target(x, 4)
+    captured = []
+    real = sp.F.l1_loss
+
+    def spy(out, target):
+        captured.append(target.detach().clone())
+        return real(out, target)
+
+    sp.F.l1_loss = spy
+    try:
+        sp.pretrain(FeatCNN(modalities=("ct",), device="cpu"), {"ct": [x]}, 3, crop=8,
+                    progress=False, seed=3)
+    finally:
+        sp.F.l1_loss = real
+    for t in captured:
+        hits = [(a, b, c) for a in range(3) for b in range(3) for c in range(3)
+                if torch.equal(full[..., a:a + 2, b:b + 2, c:c + 2], t)]
+        assert hits, "target window is not a factor-aligned window of the whole target"

@@ -137,7 +137,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     model = FeatCNN(modalities=modalities, downsample=args.downsample, device=device)
     pretrain(model, images, args.iterations, lr=args.lr, radius=args.radius, dilation=args.dilation,
              seed=args.seed, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-             device=device, progress=not args.quiet)
+             device=device, progress=not args.quiet, crop=args.crop)
     save_model(args.out, model)
     return 0
 
@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--checkpoint", default=None, help="rolling checkpoint (resumed if present)")
     a.add_argument("--checkpoint-every", type=int, default=100)
+    a.add_argument("--crop", type=int, nargs="+", default=None, metavar="N",
+                   help="train on random crops of this size (1 or 3 sizes, voxels); "
+                        "default whole volumes (paper)")
     a.set_defaults(func=cmd_pretrain)
 
     t = sub.add_parser("train", parents=[common], help="SUITS end-to-end training (Algorithm 1)")

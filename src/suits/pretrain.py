@@ -57,7 +57,8 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
              lr: float = 1e-3, radius: int = 2, dilation: int = 2, seed: int = 0,
              checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 100,
              log: LogFn | None = None, device: torch.device | str | None = None,
-             progress: bool = True) -> tuple[FeatCNN, list[float]]:
+             progress: bool = True, crop: int | Sequence[int] | None = None
+             ) -> tuple[FeatCNN, list[float]]:
     """Train ``model`` to replicate MIND-SSC.
 
     Args:
@@ -73,6 +74,11 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
         log: optional callback ``log(step, loss)`` after every step (``step`` counts from 1).
         device: where to train; default the model's device. Images are moved there.
         progress: show a tqdm progress bar.
+        crop: train on a random crop of this size (voxels, one int or one per axis, rounded
+            down to a multiple of the model's factor) of the drawn image instead of the whole
+            volume; the target is the same crop of the whole image's MIND-SSC on the feature
+            grid. ``None`` (default, the paper): whole volumes. Axes shorter than the crop are
+            taken whole.
 
     Returns:
         ``(model, losses)``: the trained model (in place) and the loss of every step so far
@@ -114,13 +120,35 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
             ckpt.save(path, step, model, opt, generator=gen.get_state(), losses=list(losses),
                       seed=seed, iterations=iterations, lr=lr, radius=radius, dilation=dilation)
 
+    crop_size = None
+    if crop is not None:
+        c = (int(crop),) if isinstance(crop, int) else tuple(int(v) for v in crop)
+        c = c * 3 if len(c) == 1 else c
+        if len(c) != 3 or min(c) < factor:
+            raise ValueError(f"crop must be one size or three sizes >= the factor {factor}, got {crop}")
+        crop_size = tuple(v // factor * factor for v in c)
+
+    def window(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if crop_size is None:
+            return x, target
+        xs, ts = [slice(None)] * 2, [slice(None)] * 2
+        for n, nt, c in zip(x.shape[2:], target.shape[2:], crop_size):
+            if c >= n:
+                xs.append(slice(None))
+                ts.append(slice(None))
+                continue
+            o = int(torch.randint((n - c) // factor + 1, (1,), generator=gen)) * factor
+            xs.append(slice(o, o + c))
+            ts.append(slice(o // factor, o // factor + c // factor))
+        return x[tuple(xs)], target[tuple(ts)]
+
     bar = tqdm(range(start, int(iterations)), initial=start, total=int(iterations),
                desc="pretrain (MIND)", disable=not progress)
     for step in bar:
         total = torch.zeros((), device=device)
         for mod in order:
             idx = int(torch.randint(len(images[mod]), (1,), generator=gen))
-            x, target = sample(mod, idx)
+            x, target = window(*sample(mod, idx))
             total = total + F.l1_loss(model(x, mod), target)
         loss = total / len(order)
         opt.zero_grad(set_to_none=True)

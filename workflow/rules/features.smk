@@ -27,6 +27,7 @@ rule pretrain_featcnn:
         lr=config["pretrain"]["lr"],
         radius=config["pretrain"]["mind_radius"],
         dilation=config["pretrain"]["mind_dilation"],
+        crop=config["pretrain"]["crop"],
         checkpoint_every=config["pretrain"]["checkpoint_every"],
         checkpoint_dir=lambda wc: f"{wc.fdir}/models/checkpoints",
         seed=config["seed"],

@@ -25,6 +25,7 @@ def checkpoint_path(name, settings, files):
 
 
 settings = {k: v for k, v in p.items() if k != "checkpoint_dir"}
+crop = p.crop if p.crop is None or isinstance(p.crop, list) else [p.crop]
 ckpt = checkpoint_path("featcnn_pretrained", settings, [*i.moving, *i.fixed])
 argv = [
     "pretrain",
@@ -42,6 +43,7 @@ argv = [
     "--checkpoint-every", p.checkpoint_every,
     "--device", p.device,
     "--threads", snakemake.threads,  # noqa: F821
+    *(["--crop", *crop] if crop else []),
 ]  # fmt: skip
 print(f"checkpoint: {ckpt} ({'resuming' if ckpt.exists() else 'new'})", flush=True)
 status = main([str(a) for a in argv])
