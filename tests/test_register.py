@@ -41,8 +41,9 @@ def _interior_epe(u: torch.Tensor, t, margin: int = 6) -> torch.Tensor:
     return err[margin:-margin, margin:-margin, margin:-margin]
 
 
-@pytest.mark.parametrize("model, lam", [(Identity(), 1.0), ("mind", 10.0)], ids=["image", "mind"])
-def test_recovers_subvoxel_shift_and_ssd_falls(model, lam):
+@pytest.mark.parametrize("model, lam, n_strict", [(Identity(), 1.0, 4), ("mind", 10.0, 2)],
+                         ids=["image", "mind"])
+def test_recovers_subvoxel_shift_and_ssd_falls(model, lam, n_strict):
     fixed, moving = blobs(), blobs(shift=SHIFT)
     ssd, ks = [], []
     u = register(fixed, moving, model, iterations=15, lam=lam,
@@ -52,9 +53,11 @@ def test_recovers_subvoxel_shift_and_ssd_falls(model, lam):
     assert epe.mean() < 0.2, f"mean interior EPE {epe.mean():.3f}"
     # before registration the interior error is the shift itself (0.78 voxels)
     assert _interior_epe(torch.zeros_like(u), SHIFT).mean() > 0.7
-    # the SSD of the representations falls strictly while there is something to gain and
-    # never rises afterwards by more than 1% (converged plateau, solver tolerance)
-    assert all(b < a for a, b in zip(ssd[:4], ssd[1:5])), ssd
+    # the SSD of the representations falls strictly while there is something to gain
+    # (``n_strict`` iterations: MIND on the 8^3 feature grid has converged after two,
+    # 3.6e-3 -> 2.7e-4 -> 2.55e-4) and never rises afterwards by more than 1% (plateau: the
+    # step minimises SSD + λ-regulariser, and trilinear warping blurs the descriptor slightly)
+    assert all(b < a for a, b in zip(ssd[:n_strict], ssd[1:n_strict + 1])), ssd
     assert all(b <= a * (1 + 1e-2) for a, b in zip(ssd, ssd[1:])), ssd
     assert ssd[-1] < 0.2 * ssd[0]
 
