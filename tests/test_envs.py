@@ -1,0 +1,95 @@
+"""The conda env files (workflow/envs/*.yaml) pin exactly the versions of the pip set-up
+(requirements.txt), every rule names one of them, and no env can end up with plain SimpleITK
+beside SimpleITK-SimpleElastix."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVS = sorted((ROOT / "workflow" / "envs").glob("*.yaml"))
+# conda-forge names of the same distributions
+CONDA_TO_PIP = {"matplotlib-base": "matplotlib"}
+
+
+def norm(name: str) -> str:
+    name = CONDA_TO_PIP.get(name.lower(), name.lower())
+    return re.sub(r"[-_.]+", "-", name)
+
+
+def requirements() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[norm(name)] = version
+    return pins
+
+
+def env_pins(path: Path) -> dict[str, str]:
+    spec = yaml.safe_load(path.read_text())
+    pins: dict[str, str] = {}
+    for dep in spec["dependencies"]:
+        if isinstance(dep, dict):
+            for item in dep.get("pip", []):
+                if item.startswith(("-", ".")):
+                    continue
+                assert "==" in item, f"{path.name}: pip entry {item!r} is not pinned with =="
+                name, version = item.split("==")
+                pins[norm(name)] = version
+            continue
+        name, _, version = dep.partition("=")
+        if name in ("python", "pip"):
+            continue
+        assert version and not version.startswith("="), \
+            f"{path.name}: conda entry {dep!r} is not pinned as name=version"
+        pins[norm(name)] = version
+    return pins
+
+
+def test_there_are_env_files():
+    assert {p.stem for p in ENVS} >= {"data", "suits", "baselines", "report", "snakemake"}
+
+
+@pytest.mark.parametrize("path", ENVS, ids=lambda p: p.name)
+def test_env_pins_equal_requirements(path):
+    req = requirements()
+    pins = env_pins(path)
+    assert pins, f"{path.name} pins nothing"
+    for name, version in pins.items():
+        assert name in req, f"{path.name}: {name} is not in requirements.txt"
+        assert version == req[name], f"{path.name}: {name} {version} != requirements.txt {req[name]}"
+
+
+@pytest.mark.parametrize("path", ENVS, ids=lambda p: p.name)
+def test_no_plain_simpleitk(path):
+    pins = env_pins(path)
+    assert "simpleitk" not in pins, f"{path.name} installs plain SimpleITK"
+    text = path.read_text().lower()
+    assert not re.search(r"^\s*-\s*simpleitk\s*[=<>]", text, re.M), path.name
+
+
+def test_requirements_pin_the_important_versions():
+    req = requirements()
+    assert req["simpleitk-simpleelastix"] == "3.0.0a1.post183"
+    assert req["voxelmorph"] == "0.3.4" and req["neurite"] == "0.3.4"
+    assert req["snakemake"].startswith("9.")
+    assert req["torch"] == "2.13.0"
+    assert "simpleitk" not in req
+
+
+def test_every_rule_has_a_conda_env_log_and_benchmark():
+    rules = ROOT / "workflow" / "rules"
+    text = "\n".join(p.read_text() for p in sorted(rules.glob("*.smk")))
+    blocks = re.split(r"^\s*rule (\w+):", text, flags=re.M)[1:]
+    names = blocks[0::2]
+    assert len(names) >= 15, names
+    for name, body in zip(names, blocks[1::2]):
+        for key in ("conda:", "log:", "benchmark:", "threads:", "resources:"):
+            assert key in body, f"rule {name} has no {key}"
+        env = re.search(r'conda:\s*\n\s*ENVS\["(\w+)"\]', body)
+        assert env and (ROOT / "workflow" / "envs" / f"{env.group(1)}.yaml").exists(), name
