@@ -19,9 +19,8 @@ from suitsbench.errors import InputError
 from suitsbench.manifest import Record
 from suitsbench.split import Split, make_split
 
-__all__ = ["validate_records", "validate_config", "check_labels_config", "read_nifti",
-           "spatial_label_array",
-           "check_image", "check_label"]
+__all__ = ["validate_records", "validate_config", "check_plan", "check_labels_config",
+           "read_nifti", "spatial_label_array", "check_image", "check_label"]
 
 
 def check_labels_config(labels_map: Mapping, evaluate: Sequence[str] | None = None
@@ -91,6 +90,11 @@ def read_nifti(path: Path | str, where: str = "") -> tuple[np.ndarray, np.ndarra
                              "re-download or re-export the file") from None
         raise InputError(prefix, f"not a readable NIfTI/image file ({type(exc).__name__}: "
                          f"{exc})", "convert it to NIfTI (.nii or .nii.gz)") from None
+    # nibabel reads only the bytes it needs, so a damaged deflate stream can decode to garbage
+    # voxels without an error: check the gzip CRC and length to the end of the stream
+    if _gzip_broken(path):
+        raise InputError(prefix, "corrupt or truncated gzip file (CRC or length check failed)",
+                         "re-download or re-export the file")
     if not np.all(np.isfinite(affine)):
         raise InputError(prefix, "affine has NaN/inf", "fix the header (qform/sform)")
     return data, affine
@@ -273,6 +277,37 @@ def validate_records(records: Sequence[Record], labels_map: Mapping, *,
     return split
 
 
+def _config_kwargs(config: Mapping) -> dict:
+    """``validate_records`` keyword arguments from a config's ``data`` and ``split`` sections."""
+    data = config.get("data", {}) or {}
+    split_cfg = config.get("split", {}) or {}
+    return dict(
+        moving_modality=str(data.get("moving_modality", "ct")),
+        fixed_modality=str(data.get("fixed_modality", "mr")),
+        pairing=str(data.get("pairing", "unpaired")), n_test=int(split_cfg.get("n_test", 2)),
+        folds=int(split_cfg.get("folds", 1)), seed=int(config.get("seed", 0)),
+        test_subjects=split_cfg.get("test_subjects"), evaluate=data.get("evaluate"))
+
+
+def check_plan(config: Mapping, records: Sequence[Record], *, files: bool = True) -> None:
+    """The cheap part of validation, for planning a run (the workflow calls it when it is
+    parsed, before any job): the label config, the records against the modalities and the
+    split settings, the split of every fold (train and test pairs not empty, no subject on
+    both sides) and, with ``files``, that every image and label named exists. No file is
+    read; :func:`validate_config` does the rest. Raises :class:`InputError`."""
+    kwargs = _config_kwargs(config)
+    labels = (config.get("data", {}) or {}).get("labels") or {}
+    for fold in range(max(1, kwargs["folds"])):
+        validate_records(records, labels, fold=fold, read_files=False, **kwargs)
+    if files:
+        for r in records:
+            for path in (r.image, r.label):
+                if path is not None and not Path(path).is_file():
+                    raise InputError(f"{r.source}: {path}", "file not found",
+                                     "fix the path in the manifest (see the path rule in "
+                                     "config/README.md) or restore the file")
+
+
 def validate_config(config: Mapping, manifest: str | Path | None = None, *,
                     base_dir: str | Path | None = None, fold: int = 0,
                     read_files: bool = True) -> tuple[list[Record], Split]:
@@ -283,17 +318,11 @@ def validate_config(config: Mapping, manifest: str | Path | None = None, *,
     from suitsbench.manifest import read_manifest
 
     data = config.get("data", {}) or {}
-    split_cfg = config.get("split", {}) or {}
     path = manifest if manifest is not None else data.get("manifest")
     if not path:
         raise InputError("data.manifest", "no manifest given",
                          "set data.manifest to a TSV (see config/README.md) or use the phantom")
     records = read_manifest(path, base_dir=base_dir)
-    split = validate_records(
-        records, data.get("labels") or {}, moving_modality=str(data.get("moving_modality", "ct")),
-        fixed_modality=str(data.get("fixed_modality", "mr")),
-        pairing=str(data.get("pairing", "unpaired")), n_test=int(split_cfg.get("n_test", 2)),
-        folds=int(split_cfg.get("folds", 1)), fold=fold, seed=int(config.get("seed", 0)),
-        test_subjects=split_cfg.get("test_subjects"), evaluate=data.get("evaluate"),
-        read_files=read_files)
+    split = validate_records(records, data.get("labels") or {}, fold=fold,
+                             read_files=read_files, **_config_kwargs(config))
     return records, split

@@ -1,6 +1,17 @@
 # Data: phantom generation (embedded default) or a manifest; validation of every file, the
 # config and the split before anything expensive; preprocessing to the common grid.
 
+from suitsbench.validate import check_plan  # noqa: E402
+
+# The cheap checks when the workflow is parsed (no file is read): a bad config, manifest or
+# split, or a file the manifest names but that does not exist, stops here with one line before
+# any job is planned (snakemake would report a missing raw file as a missing input of
+# `preprocess`). The `validate` rule reads every file before anything expensive.
+try:
+    check_plan(config, RECORDS, files=DATA["source"] == "manifest")
+except InputError as e:
+    raise WorkflowError(str(e))
+
 
 if DATA["source"] == "phantom":
 
@@ -38,6 +49,7 @@ rule validate:
         f"{RES}/logs/validate.log",
     benchmark:
         f"{RES}/benchmarks/validate.tsv"
+    retries: 0  # bad input is not transient (the profiles retry failed jobs)
     conda:
         ENVS["data"]
     threads: threads_for("light")
