@@ -2,10 +2,13 @@
 Rolling checkpoint as in pretrain_featcnn.py (resumed after a failure)."""
 import hashlib
 import json
+import logging
 import sys
 from pathlib import Path
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+# library messages (e.g. "resuming VoxelMorph-MIND from step N") go to the log, as with `suits`
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 import torch  # noqa: E402
 from baselines import voxelmorph_mind as vxm  # noqa: E402

@@ -1,0 +1,190 @@
+"""Fault tolerance of the long rules: a job killed with SIGKILL resumes from its last rolling
+checkpoint when the workflow is started again, and ends with exactly the weights of an
+uninterrupted run (CPU, same seed). A killed job leaves no output a later run would take as
+complete: the next run plans the job again.
+
+For each of pretrain_featcnn, train_suits and train_voxelmorph, on a tiny phantom (own data set
+name, results/test-resume/, removed afterwards):
+
+1. an uninterrupted ``snakemake <model file>`` gives the reference weights; the model file is
+   removed again;
+2. the same command is started in its own process group, and once the rule's checkpoint exists
+   in ``models/checkpoints/`` the whole group (snakemake and the job) is killed with SIGKILL;
+3. the model file does not exist and a dry run plans the rule again;
+4. the same command again: it completes, the rule's log says ``resuming ... from step N`` with
+   0 < N < total steps, and every tensor of the model equals the reference (``torch.equal``).
+
+Runs with ``--nolock`` (a killed snakemake leaves its lock behind otherwise); the workflow
+profile (profiles/default) adds ``rerun-incomplete``. About 2-4 minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake") if (BIN / "snakemake").exists() else "snakemake"
+CI_CONFIG = ROOT / ".test" / "config" / "ci.yaml"
+DATASET = "test-resume"
+RES = ROOT / "results" / DATASET
+CHECKPOINTS = RES / "models" / "checkpoints"
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+
+# rule -> (model file, checkpoint prefix, config section, steps key, total steps)
+CASES = {
+    "pretrain_featcnn": ("featcnn_pretrained.pt", "featcnn_pretrained", "pretrain", "iterations", 12),
+    "train_suits": ("featcnn_suits.pt", "featcnn_suits", "suits", "steps", 6),
+    "train_voxelmorph": ("voxelmorph.pt", "voxelmorph", "voxelmorph", "iterations", 12),
+}
+EVERY = {"pretrain_featcnn": 3, "train_suits": 2, "train_voxelmorph": 4}
+WAIT = 600  # s, bound on every wait
+
+
+def tiny_config(path: Path) -> Path:
+    """The CI config on a smaller phantom with few steps and frequent checkpoints."""
+    cfg = yaml.safe_load(CI_CONFIG.read_text())
+    cfg["dataset"] = DATASET
+    cfg["affine"]["enabled"] = False
+    cfg["data"]["phantom"].update(n_per_modality=3, shape=[32, 32, 32], spacing=4.5)
+    cfg["preprocess"].update(spacing=4.5, shape=[32, 32, 32])
+    cfg["split"]["n_test"] = 1
+    for rule, (_, _, section, key, total) in CASES.items():
+        cfg[section][key] = total
+        cfg[section]["checkpoint_every"] = EVERY[rule]
+    cfg["suits"].update(batch=2, k_max=5)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def command(config: Path, *targets: str) -> list[str]:
+    return [SNAKEMAKE, *targets, "--cores", "2", "--nolock", "--configfile", str(config)]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def run(args: list[str], timeout: int = WAIT) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=env())
+
+
+def output_of(proc: subprocess.CompletedProcess) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+
+
+def planned_rules(config: Path, target: str) -> dict[str, int]:
+    """``{rule: job count}`` of a dry run for ``target``."""
+    proc = run([*command(config, target), "-n", "--quiet", "rules"])
+    assert proc.returncode == 0, output_of(proc)
+    counts = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def state_dict(path: Path) -> dict[str, torch.Tensor]:
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    return payload["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    if RES.exists():
+        shutil.rmtree(RES)
+    cfg = tiny_config(tmp_path_factory.mktemp("resume") / "config.yaml")
+    yield cfg
+    shutil.rmtree(RES, ignore_errors=True)
+
+
+def kill_when_checkpointed(args: list[str], prefix: str, out: Path) -> str:
+    """Start ``args`` in a new process group; SIGKILL the group as soon as a checkpoint
+    ``{prefix}-*.pt`` exists. Returns the run's output so far."""
+    with open(out, "w") as fh:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env(),
+                                start_new_session=True)
+        deadline = time.monotonic() + WAIT
+        try:
+            while not list(CHECKPOINTS.glob(f"{prefix}-*.pt")):
+                if proc.poll() is not None:
+                    pytest.fail(f"the run ended (exit {proc.returncode}) before a checkpoint "
+                                f"{prefix}-*.pt appeared\n{out.read_text()[-5000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no checkpoint {prefix}-*.pt after {WAIT} s\n"
+                                f"{out.read_text()[-5000:]}")
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    # nothing of the group survives (a surviving job would still write its output);
+    # killed children may linger as zombies until init reaps them
+    deadline = time.monotonic() + 30
+    while alive := survivors(proc.pid):
+        assert time.monotonic() < deadline, f"processes of the killed group still run: {alive}"
+        time.sleep(0.2)
+    return out.read_text()
+
+
+def survivors(pgid: int) -> list[str]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    ps = subprocess.run(["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True)
+    return [ln for ln in ps.stdout.splitlines()
+            if len(f := ln.split()) > 2 and f[1] == str(pgid) and not f[2].startswith("Z")]
+
+
+@pytest.mark.parametrize("rule", list(CASES))
+def test_killed_rule_resumes_with_identical_weights(rule, config, tmp_path):
+    name, prefix, _, _, total = CASES[rule]
+    model = RES / "models" / name
+    target = str(model.relative_to(ROOT))
+    log = RES / "logs" / f"{rule}.log"
+
+    # 1. uninterrupted reference (builds what the rule needs on first use)
+    t0 = time.monotonic()
+    proc = run(command(config, target))
+    assert proc.returncode == 0, output_of(proc)
+    assert "resuming" not in log.read_text()
+    assert not list(CHECKPOINTS.glob(f"{prefix}-*.pt")), "checkpoint left after success"
+    reference = state_dict(model)
+    model.unlink()
+    t_ref = time.monotonic() - t0
+
+    # 2. the same run, killed (snakemake and the job) once the rule has checkpointed
+    t0 = time.monotonic()
+    kill_when_checkpointed(command(config, target), prefix, tmp_path / "killed.out")
+
+    # 3. no output that a later run would take as complete: none at all, and the job is planned
+    assert not model.exists(), f"{model} exists after the job was killed"
+    assert list(CHECKPOINTS.glob(f"{prefix}-*.pt")), "the checkpoint did not survive the kill"
+    assert planned_rules(config, target).get(rule) == 1, f"{rule} not planned after the kill"
+
+    # 4. started again: resumes from the checkpoint, ends with the reference weights
+    proc = run(command(config, target))
+    assert proc.returncode == 0, output_of(proc)
+    text = log.read_text()
+    steps = [int(s) for s in re.findall(r"resuming (?:[\w-]+ )?from step (\d+)", text)]
+    assert len(steps) == 1, f"no 'resuming from step N' line in {log}:\n{text[-3000:]}"
+    assert 0 < steps[0] < total, f"resumed from step {steps[0]} of {total}"
+    assert steps[0] % EVERY[rule] == 0
+    resumed = state_dict(model)
+    assert resumed.keys() == reference.keys()
+    for key, tensor in reference.items():
+        assert torch.equal(resumed[key], tensor), f"{rule}: tensor {key} differs after resume"
+    assert not list(CHECKPOINTS.glob(f"{prefix}-*.pt")), "checkpoint left after success"
+    print(f"{rule}: reference run {t_ref:.0f} s; killed, then resumed from step {steps[0]} of "
+          f"{total}: {time.monotonic() - t0:.0f} s")
