@@ -111,21 +111,20 @@ def config(tmp_path_factory):
     shutil.rmtree(RES, ignore_errors=True)
 
 
-def kill_when_checkpointed(args: list[str], prefix: str, out: Path) -> str:
-    """Start ``args`` in a new process group; SIGKILL the group as soon as a checkpoint
-    ``{prefix}-*.pt`` exists. Returns the run's output so far."""
+def kill_when_exists(args: list[str], folder: Path, pattern: str, out: Path) -> str:
+    """Start ``args`` in a new process group; SIGKILL the group as soon as a file matching
+    ``folder/pattern`` exists. Returns the run's output so far."""
     with open(out, "w") as fh:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env(),
                                 start_new_session=True)
         deadline = time.monotonic() + WAIT
         try:
-            while not list(CHECKPOINTS.glob(f"{prefix}-*.pt")):
+            while not list(folder.glob(pattern)):
                 if proc.poll() is not None:
-                    pytest.fail(f"the run ended (exit {proc.returncode}) before a checkpoint "
-                                f"{prefix}-*.pt appeared\n{out.read_text()[-5000:]}")
+                    pytest.fail(f"the run ended (exit {proc.returncode}) before {pattern} "
+                                f"appeared\n{out.read_text()[-5000:]}")
                 if time.monotonic() > deadline:
-                    pytest.fail(f"no checkpoint {prefix}-*.pt after {WAIT} s\n"
-                                f"{out.read_text()[-5000:]}")
+                    pytest.fail(f"no {pattern} after {WAIT} s\n{out.read_text()[-5000:]}")
                 time.sleep(0.05)
         finally:
             if proc.poll() is None:
@@ -166,7 +165,7 @@ def test_killed_rule_resumes_with_identical_weights(rule, config, tmp_path):
 
     # 2. the same run, killed (snakemake and the job) once the rule has checkpointed
     t0 = time.monotonic()
-    kill_when_checkpointed(command(config, target), prefix, tmp_path / "killed.out")
+    kill_when_exists(command(config, target), CHECKPOINTS, f"{prefix}-*.pt", tmp_path / "killed.out")
 
     # 3. no output that a later run would take as complete: none at all, and the job is planned
     assert not model.exists(), f"{model} exists after the job was killed"
@@ -188,3 +187,38 @@ def test_killed_rule_resumes_with_identical_weights(rule, config, tmp_path):
     assert not list(CHECKPOINTS.glob(f"{prefix}-*.pt")), "checkpoint left after success"
     print(f"{rule}: reference run {t_ref:.0f} s; killed, then resumed from step {steps[0]} of "
           f"{total}: {time.monotonic() - t0:.0f} s")
+
+
+def test_killed_job_leaves_nothing_taken_as_complete(tmp_path):
+    """A job killed after writing some of its outputs (the phantom rule writes one image after
+    the other): the next run plans it again, even for a target that exists, and completes.
+    Snakemake's incomplete marking does it (without ``rerun-incomplete``, from the workflow
+    profile, it stops and names the incomplete files rather than use them)."""
+    dataset = "test-resume-partial"
+    res = ROOT / "results" / dataset
+    shutil.rmtree(res, ignore_errors=True)
+    cfg = yaml.safe_load(CI_CONFIG.read_text())
+    cfg["dataset"] = dataset
+    cfg["data"]["phantom"].update(n_per_modality=4, shape=[64, 64, 64], spacing=3.0)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    first = res / "raw" / "p000_ct_image.nii.gz"
+    try:
+        kill_when_exists(command(config, f"results/{dataset}/raw/manifest.tsv"), res / "raw",
+                         first.name, tmp_path / "killed.out")
+        assert first.exists() and not (res / "raw" / "manifest.tsv").exists()
+
+        # an output that exists is not taken as complete
+        target = str(first.relative_to(ROOT))
+        assert planned_rules(config, target).get("phantom") == 1
+        strict = run([*command(config, target), "-n", "--workflow-profile", "none"])
+        assert strict.returncode != 0, output_of(strict)
+        assert "incomplete" in (strict.stdout + strict.stderr).lower(), output_of(strict)
+        assert first.name in strict.stdout + strict.stderr, output_of(strict)
+
+        # the next run reruns the job and the data pass validation
+        proc = run(command(config, f"results/{dataset}/split.json"))
+        assert proc.returncode == 0, output_of(proc)
+        assert len(list((res / "raw").glob("*.nii.gz"))) == 16
+    finally:
+        shutil.rmtree(res, ignore_errors=True)
