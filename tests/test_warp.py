@@ -133,6 +133,61 @@ def test_upsample_field_constant_and_smoothing():
     assert c.shape == (1, 3, 7, 7, 7)
 
 
+def _upsample_reference(du, shape, smooth, factor):
+    """The straightforward form: grid_sample (trilinear, border) at x/f or the align_corners
+    resize, then a replicate-padded smooth**3 average pool."""
+    import torch.nn.functional as F
+
+    from suits.warp import _normalised_grid
+
+    if factor is None:
+        up = resize_field(du, shape)
+    else:
+        coords = identity_grid(shape, dtype=du.dtype) / factor
+        grid = _normalised_grid(coords.expand(du.shape[0], -1, -1, -1, -1), du.shape[-3:])
+        up = F.grid_sample(du, grid, mode="bilinear", padding_mode="border", align_corners=True) * factor
+    if smooth > 1:
+        r = smooth // 2
+        up = F.avg_pool3d(F.pad(up, (r,) * 6, mode="replicate"), smooth, stride=1)
+    return up
+
+
+@pytest.mark.parametrize("small, shape, factor", [
+    ((4, 3, 3), (13, 12, 9), 4),        # n = (m-1)f+1 .. m f: replicate past the last voxel
+    ((9, 12, 12), (34, 47, 48), 4),     # three different remainders n - (m-1)f - 1
+    ((5, 4, 1), (10, 7, 2), 2),         # a 1-voxel axis
+    ((6, 5, 4), (6, 5, 4), 1),
+    ((4, 5, 3), (9, 13, 7), None),      # align_corners resize
+    ((7, 1, 4), (7, 3, 10), None),
+])
+@pytest.mark.parametrize("smooth", [0, 3, 5])
+def test_upsample_field_equals_direct_form(small, shape, factor, smooth):
+    g = torch.Generator().manual_seed(1)
+    du = torch.randn(2, 3, *small, generator=g, dtype=torch.float64).requires_grad_()
+    fast = upsample_field(du, shape, smooth=smooth, factor=factor)
+    ref = _upsample_reference(du, shape, smooth, factor)
+    assert fast.shape == (2, 3, *shape) and fast.dtype == torch.float64
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
+    w = torch.randn(fast.shape, generator=g, dtype=torch.float64)
+    (ga,) = torch.autograd.grad((fast * w).sum(), du)
+    (gb,) = torch.autograd.grad((ref * w).sum(), du)
+    torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-10)
+    # float32 agrees to float tolerance as well
+    f32 = upsample_field(du.detach().float(), shape, smooth=smooth, factor=factor)
+    torch.testing.assert_close(f32, ref.detach().float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_separable_box_filter_equals_cubic_average(size):
+    import torch.nn.functional as F
+
+    x = torch.randn(2, 3, 9, 6, 11, dtype=torch.float64)
+    r = size // 2
+    ref = F.avg_pool3d(F.pad(x, (r,) * 6, mode="replicate"), size, stride=1)
+    torch.testing.assert_close(box_filter(x, size), ref, rtol=1e-12, atol=1e-12)
+    assert box_filter(x, 1) is x
+
+
 def test_box_filter_rejects_even():
     with pytest.raises(ValueError):
         box_filter(torch.zeros(1, 1, 4, 4, 4), 4)

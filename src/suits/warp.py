@@ -13,6 +13,7 @@ resize between two grids that span the same extent (voxel ``n-1`` on ``m-1``).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -126,14 +127,72 @@ def downsample_field(u: torch.Tensor, factor: int) -> torch.Tensor:
 
 def box_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     """Averaging filter of odd kernel ``size`` per channel, replicate padding, shape preserved;
-    ``size`` 0 or 1 returns ``x``."""
+    ``size`` 0 or 1 returns ``x``.
+
+    Separable: one 1-D average pass per axis (the cubic box is the product of three 1-D boxes,
+    and replicate padding clamps each index separately), equal to a ``size**3`` average up to
+    float rounding but ``3*size`` instead of ``size**3`` additions per voxel.
+    """
     size = int(size)
     if size <= 1:
         return x
     if size % 2 == 0:
         raise ValueError(f"box filter size must be odd (centred), got {size}")
     r = size // 2
-    return F.avg_pool3d(F.pad(x, (r, r, r, r, r, r), mode="replicate"), size, stride=1)
+    for a in range(3):                                   # W, H, D
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * a] = pad[2 * a + 1] = r
+        kernel = [1, 1, 1]
+        kernel[2 - a] = size
+        x = F.avg_pool3d(F.pad(x, pad, mode="replicate"), kernel, stride=1)
+    return x
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_matrix(n: int, m: int, factor: int | None, smooth: int, device: torch.device,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """``(n, m)``: 1-D linear interpolation from ``m`` to ``n`` samples followed by the 1-D box
+    filter of size ``smooth`` (replicate padding), ``upsample_field`` along one axis.
+
+    Output sample ``x`` reads the input at ``p = x / factor`` (``factor`` given) or
+    ``p = x (m-1)/(n-1)`` (``align_corners``), clamped to ``[0, m-1]`` (border padding), with
+    the weights ``1 - t`` and ``t`` of its two neighbours. Built in float64, then cast.
+    """
+    with torch.inference_mode(False), torch.no_grad():   # cached: must be a normal tensor
+        x = torch.arange(n, dtype=torch.float64, device=device)
+        if factor is not None:
+            p = x / float(factor)
+        else:
+            p = x * ((m - 1) / (n - 1)) if n > 1 else torch.zeros_like(x)
+        p = p.clamp(0.0, float(m - 1))
+        i0 = p.floor().long().clamp(max=m - 1)
+        i1 = (i0 + 1).clamp(max=m - 1)
+        t = p - i0.to(torch.float64)
+        mat = torch.zeros(n, m, dtype=torch.float64, device=device)
+        rows = torch.arange(n, device=device)
+        mat.index_put_((rows, i0), 1.0 - t, accumulate=True)
+        mat.index_put_((rows, i1), t, accumulate=True)
+        if smooth > 1:
+            r = smooth // 2
+            src = (rows.view(-1, 1) + torch.arange(-r, r + 1, device=device).view(1, -1)).clamp(0, n - 1)
+            box = torch.zeros(n, n, dtype=torch.float64, device=device)
+            box.index_put_((rows.view(-1, 1).expand_as(src), src),
+                           torch.full(src.shape, 1.0 / smooth, dtype=torch.float64, device=device),
+                           accumulate=True)
+            mat = box @ mat
+        return mat.to(dtype).contiguous()
+
+
+def _apply_separable(x: torch.Tensor, mats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``x`` ``(B, C, d, h, w)`` -> ``(B, C, D, H, W)`` with ``mats`` ``(D, d), (H, h), (W, w)``
+    applied along the three axes (plain matrix products, no transposes of ``x``)."""
+    B, C, d, h, w = x.shape
+    KD, KH, KW = mats
+    D, H, W = KD.shape[0], KH.shape[0], KW.shape[0]
+    y = torch.matmul(x.reshape(B * C * d * h, w), KW.t())                  # (B C d h, W)
+    y = torch.matmul(KH, y.reshape(B * C * d, h, W))                       # (B C d, H, W)
+    y = torch.matmul(KD, y.reshape(B * C, d, H * W))                       # (B C, D, H W)
+    return y.reshape(B, C, D, H, W)
 
 
 def upsample_field(du: torch.Tensor, shape: Sequence[int], smooth: int = 5,
@@ -146,19 +205,31 @@ def upsample_field(du: torch.Tensor, shape: Sequence[int], smooth: int = 5,
         du: ``(B, 3, d, h, w)`` field in voxels of its grid.
         shape: target grid ``(D, H, W)``.
         smooth: odd box size, or 0/1 for none.
-        factor: ``None``: ``resize_field`` (grids span the same extent). An integer ``f``: ``du``
-            lives on a FeatCNN feature grid (voxel ``i`` at image voxel ``i*f``); image voxel ``x``
-            samples ``du`` at ``x/f`` (border-clamped past the last feature voxel) and the
-            values are multiplied by ``f``. Exact inverse of ``downsample_field`` on the strided
-            voxels.
+        factor: ``None``: as ``resize_field`` (grids span the same extent). An integer ``f``:
+            ``du`` lives on a FeatCNN feature grid (voxel ``i`` at image voxel ``i*f``); image
+            voxel ``x`` samples ``du`` at ``x/f`` (border-clamped past the last feature voxel)
+            and the values are multiplied by ``f``. Exact inverse of ``downsample_field`` on
+            the strided voxels.
+
+    Trilinear interpolation, replicate padding and the cubic box are all tensor products of
+    1-D operators, so the whole map is applied as one ``(n, m)`` matrix per axis (cached),
+    i.e. three small matrix products instead of ``grid_sample`` plus a ``smooth**3`` average;
+    identical to that direct form up to float rounding (``tests/test_warp.py`` compares).
+    Differentiable w.r.t. ``du``.
     """
     _check_field(du)
     shape = tuple(int(s) for s in shape)
-    if factor is None:
-        up = resize_field(du, shape)
-    else:
-        f = float(factor)
-        coords = identity_grid(shape, device=du.device, dtype=du.dtype) / f
-        grid = _normalised_grid(coords.expand(du.shape[0], -1, -1, -1, -1), du.shape[-3:])
-        up = F.grid_sample(du, grid, mode="bilinear", padding_mode="border", align_corners=True) * f
-    return box_filter(up, smooth)
+    smooth = int(smooth)
+    if smooth > 1 and smooth % 2 == 0:
+        raise ValueError(f"box filter size must be odd (centred), got {smooth}")
+    small = tuple(int(s) for s in du.shape[-3:])
+    f = None if factor is None else int(factor)
+    if f is not None and f < 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    mats = [_axis_matrix(n, m, f, max(smooth, 1), du.device, du.dtype) for n, m in zip(shape, small)]
+    up = _apply_separable(du, mats)
+    if f is not None:
+        return up * float(f)
+    ratio = torch.tensor([(n - 1) / (m - 1) if m > 1 else 1.0 for m, n in zip(small, shape)],
+                         device=du.device, dtype=du.dtype).view(1, 3, 1, 1, 1)
+    return up * ratio
