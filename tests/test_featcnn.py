@@ -78,3 +78,32 @@ def test_train_and_eval_identical_and_device():
     b = model.eval()(x, "mr")
     torch.testing.assert_close(a, b)
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_relu_in_place_only_without_autograd_same_values_and_gradients():
+    """The ReLUs act in place only when autograd does not record them (no CopySlices nodes in
+    training); the values are those of a plain ReLU and gradcheck holds in float64."""
+    torch.manual_seed(0)
+    model = FeatCNN().double()
+    x = torch.randn(1, 1, 9, 8, 7, dtype=torch.float64)
+    with torch.no_grad():
+        ref = model.shared(model.stems["ct"](x))
+    y = model(x, "ct")
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+
+    def names(fn):
+        out, seen, stack = [], set(), [fn]
+        while stack:
+            f = stack.pop()
+            if f is None or f in seen:
+                continue
+            seen.add(f)
+            out.append(type(f).__name__)
+            stack.extend(g for g, _ in f.next_functions)
+        return out
+
+    graph = names(y.grad_fn)
+    assert "ReluBackward0" in graph and "CopySlices" not in graph
+    small = FeatCNN(downsample=2).double()
+    xs = torch.randn(1, 1, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: small(t, "mr"), (xs,), eps=1e-6, atol=1e-5)

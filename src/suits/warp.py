@@ -48,6 +48,23 @@ def _normalised_grid(coords: torch.Tensor, shape: Sequence[int]) -> torch.Tensor
     return norm.flip(1).permute(0, 2, 3, 4, 1)
 
 
+def _sampling_grid(u: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """``grid_sample`` grid ``(B, D, H, W, 3)`` (x=W, y=H, z=D, ``align_corners=True``) of the
+    points ``x + u(x)``: per component ``u_a * 2/(n_a-1) + (x_a * 2/(n_a-1) - 1)``, one fused
+    pass per axis with the identity as a broadcast 1-D ramp (the same values as
+    ``_normalised_grid(identity_grid + u)`` up to rounding, without the full-size identity grid,
+    flip and permute copies). Differentiable w.r.t. ``u``."""
+    comps = []
+    for a in (2, 1, 0):
+        n = int(shape[a])
+        scale = 2.0 / max(n - 1, 1)
+        view = [1, 1, 1]
+        view[a] = n
+        ramp = (torch.arange(n, device=u.device, dtype=u.dtype) * scale - 1.0).view(1, *view)
+        comps.append(torch.add(ramp, u[:, a], alpha=scale))
+    return torch.stack(comps, dim=-1).to(dtype)
+
+
 def _check_field(u: torch.Tensor) -> None:
     if u.dim() != 5 or u.shape[1] != 3:
         raise ValueError(f"a displacement field is (B, 3, D, H, W), got {tuple(u.shape)}")
@@ -73,9 +90,7 @@ def warp(img: torch.Tensor, u: torch.Tensor, mode: str = "bilinear") -> torch.Te
             u = u.expand(img.shape[0], *u.shape[1:])
         else:
             raise ValueError(f"batch sizes differ: image {img.shape[0]}, field {u.shape[0]}")
-    shape = img.shape[-3:]
-    coords = identity_grid(shape, device=u.device, dtype=u.dtype) + u
-    grid = _normalised_grid(coords, shape).to(img.dtype)
+    grid = _sampling_grid(u, img.shape[-3:], img.dtype)
     return F.grid_sample(img, grid, mode=mode, padding_mode="border", align_corners=True)
 
 
