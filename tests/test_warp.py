@@ -196,3 +196,23 @@ def test_box_filter_rejects_even():
 def test_rejects_bad_field():
     with pytest.raises(ValueError):
         warp(torch.zeros(1, 1, 4, 4, 4), torch.zeros(1, 2, 4, 4, 4))
+
+
+@pytest.mark.parametrize("shape", [(17, 14, 21), (4, 1, 9), (13, 12, 16)])
+@pytest.mark.parametrize("size, f", [(5, 4), (3, 4), (3, 2), (7, 4), (1, 4), (5, 1)])
+def test_box_filter_strided_equals_cubic_average_sampled(shape, size, f):
+    import torch.nn.functional as F
+
+    from suits.warp import box_filter_strided
+
+    x = torch.rand(2, 3, *shape, dtype=torch.float64, requires_grad=True)
+    r = size // 2
+    ref = F.avg_pool3d(F.pad(x, (r,) * 6, mode="replicate"), size, stride=1)[..., ::f, ::f, ::f]
+    out = box_filter_strided(x, size, f)
+    assert out.shape == ref.shape == (2, 3, *(-(-n // f) for n in shape))
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    w = torch.randn(out.shape, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad((out * w).sum(), x)[0],
+                               torch.autograd.grad((ref * w).sum(), x)[0], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError):
+        box_filter_strided(x, 4, f)

@@ -36,7 +36,7 @@ from torch import nn
 
 from suits import checkpoint as ckpt
 from suits.register import iterate
-from suits.warp import box_filter, one_hot, warp_labels
+from suits.warp import box_filter, box_filter_strided, one_hot, warp_labels
 
 __all__ = ["train_suits", "draw_step", "label_representation", "label_iterations",
            "tracked_iteration", "guidance_loss", "infer_num_classes"]
@@ -70,15 +70,13 @@ def label_representation(onehot: torch.Tensor, factor: int, label_smooth: int | 
     if label_smooth is None:
         label_smooth = f + 1 if f % 2 == 0 else f
     size = int(label_smooth)
-    if f == 1 or size <= 1:
-        x = box_filter(onehot, size)
-        return x if f == 1 else x[..., ::f, ::f, ::f]
-    if size % 2 == 0:
+    if f == 1:
+        return box_filter(onehot, size)
+    if size > 1 and size % 2 == 0:
         raise ValueError(f"label_smooth must be odd (centred), got {size}")
     # == box_filter(onehot, size)[..., ::f, ::f, ::f] (replicate padding), evaluated only at
-    # the strided voxels: windows of avg_pool3d(stride f) on the padded map start at i*f - r
-    r = size // 2
-    return F.avg_pool3d(F.pad(onehot, (r,) * 6, mode="replicate"), size, stride=f)
+    # the strided voxels, as one averaging matrix per axis
+    return box_filter_strided(onehot, size, f)
 
 
 def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n: int, lam: float,

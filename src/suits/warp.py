@@ -28,6 +28,7 @@ __all__ = [
     "downsample_field",
     "upsample_field",
     "box_filter",
+    "box_filter_strided",
 ]
 
 
@@ -107,7 +108,9 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
         raise ValueError(f"label values must lie in [0, {num_classes}), found "
                          f"[{int(idx.min())}, {int(idx.max())}]")
-    return F.one_hot(idx, num_classes).permute(0, 4, 1, 2, 3).float()
+    out = torch.zeros((idx.shape[0], int(num_classes), *idx.shape[1:]), device=idx.device,
+                      dtype=torch.float32)
+    return out.scatter_(1, idx.unsqueeze(1), 1.0)   # == F.one_hot(...).permute(...).float()
 
 
 def warp_labels(labels: torch.Tensor, u: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -196,6 +199,38 @@ def _axis_matrix(n: int, m: int, factor: int | None, smooth: int, device: torch.
                            accumulate=True)
             mat = box @ mat
         return mat.to(dtype).contiguous()
+
+
+@functools.lru_cache(maxsize=64)
+def _box_stride_matrix(n: int, size: int, factor: int, device: torch.device,
+                       dtype: torch.dtype) -> torch.Tensor:
+    """``(ceil(n/factor), n)``: row ``i`` averages the ``size`` samples centred on ``i*factor``
+    with replicate padding (indices clamped to ``[0, n-1]``)."""
+    with torch.inference_mode(False), torch.no_grad():
+        m = -(-n // factor)
+        r = size // 2
+        rows = torch.arange(m, device=device)
+        src = (rows.view(-1, 1) * factor + torch.arange(-r, r + 1, device=device).view(1, -1)).clamp(0, n - 1)
+        mat = torch.zeros(m, n, dtype=torch.float64, device=device)
+        mat.index_put_((rows.view(-1, 1).expand_as(src), src),
+                       torch.full(src.shape, 1.0 / size, dtype=torch.float64, device=device), accumulate=True)
+        return mat.to(dtype).contiguous()
+
+
+def box_filter_strided(x: torch.Tensor, size: int, factor: int) -> torch.Tensor:
+    """``box_filter(x, size)[..., ::factor, ::factor, ::factor]`` evaluated only where it is
+    kept: one ``(ceil(n/f), n)`` averaging matrix per axis (cached), applied as three matrix
+    products, without the padded copy of ``x``. Equal up to float rounding. ``x``
+    ``(B, C, D, H, W)`` floating point; differentiable."""
+    size, f = int(size), int(factor)
+    if f < 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    if size > 1 and size % 2 == 0:
+        raise ValueError(f"box filter size must be odd (centred), got {size}")
+    if x.dim() != 5:
+        raise ValueError(f"expected (B, C, D, H, W), got {tuple(x.shape)}")
+    mats = [_box_stride_matrix(int(n), max(size, 1), f, x.device, x.dtype) for n in x.shape[-3:]]
+    return _apply_separable(x, mats)
 
 
 def _apply_separable(x: torch.Tensor, mats: Sequence[torch.Tensor]) -> torch.Tensor:
