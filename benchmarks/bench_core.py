@@ -13,8 +13,11 @@ ru_maxrss``, is that measurement's alone) on synthetic data of the paper's grid
 Usage::
 
     .venv/bin/python benchmarks/bench_core.py [--size 138 187 192] [--threads 2] [--only register]
+        [--omp-wait-policy passive|active]
 
-Peak memory (ru_maxrss) includes the Python interpreter and torch (~0.3-0.4 GB).
+Peak memory (ru_maxrss) includes the Python interpreter and torch (~0.3-0.4 GB). Wall time
+depends on the load of the machine (printed); "CPU" is the process CPU time (user + system,
+all threads), a figure that depends less on other jobs but includes OpenMP spin-waiting.
 """
 from __future__ import annotations
 
@@ -107,9 +110,10 @@ def child(which: str, shape, iterations: int, solver, seed: int, train_steps: in
     if which == "register":
         from suits.register import register
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         u = register(data["fixed"], data["moving"], model, iterations=iterations, lam=10.0, solver=solver)
         result["seconds"] = time.perf_counter() - t0
+        result["cpu_seconds"] = time.process_time() - c0
         result["field_abs_max"] = float(u.abs().max())
     else:
         from suits.train import train_suits
@@ -125,10 +129,11 @@ def child(which: str, shape, iterations: int, solver, seed: int, train_steps: in
         logging.getLogger("suits.train").setLevel(logging.INFO)
         k_min = iterations if which == "train-worst" else 1
         steps = 1 if which == "train-worst" else int(train_steps)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         _, losses = train_suits(model, [data], steps=steps, batch=1, lr=1e-5, lam=5.0, k_max=iterations,
                                 k_min=k_min, num_classes=7, seed=seed, solver=solver, progress=False)
         result["seconds"] = (time.perf_counter() - t0) / steps
+        result["cpu_seconds"] = (time.process_time() - c0) / steps
         result["steps"] = steps
         result["k_back"] = k_backs
         result["loss"] = losses[-1]
@@ -136,6 +141,11 @@ def child(which: str, shape, iterations: int, solver, seed: int, train_steps: in
     result["breakdown_calls"] = dict(timers.n)
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
     return result
+
+
+def _load() -> str:
+    """1/5/15-minute load averages (the machine may be shared)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv=None) -> int:
@@ -147,6 +157,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-steps", type=int, default=3, help="steps of the 'train' measurement")
     p.add_argument("--only", choices=MEASUREMENTS, nargs="+", default=list(MEASUREMENTS))
+    p.add_argument("--omp-wait-policy", choices=("passive", "active"), default="passive",
+                   help="OMP_WAIT_POLICY of the measured processes (passive: what importing suits "
+                        "sets by default; active: OpenMP's spinning default)")
     p.add_argument("--json", action="store_true", help="print the raw JSON records too")
     p.add_argument("--child", choices=MEASUREMENTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -159,9 +172,11 @@ def main(argv=None) -> int:
                                args.train_steps)))
         return 0
 
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               OMP_WAIT_POLICY=args.omp_wait_policy.upper())
     print(f"# bench_core: size {tuple(args.size)}, threads {args.threads}, iterations {args.iterations}, "
-          f"solver {args.solver or 'default'}; one fresh process per measurement")
+          f"solver {args.solver or 'default'}, OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}; "
+          f"one fresh process per measurement; load {_load()}")
     records = []
     for which in args.only:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", which, "--size", *map(str, args.size),
@@ -177,7 +192,8 @@ def main(argv=None) -> int:
         records.append(rec)
         extra = (f" per step ({rec['steps']} steps, k_back {rec['k_back']}, last loss {rec['loss']:.4f})"
                  if "k_back" in rec else "")
-        print(f"{which:12s} wall {rec['seconds']:7.2f} s   peak RSS {rec['peak_rss_gb']:5.2f} GB{extra}")
+        print(f"{which:12s} wall {rec['seconds']:7.2f} s   CPU {rec['cpu_seconds']:7.2f} s   "
+              f"peak RSS {rec['peak_rss_gb']:5.2f} GB{extra}   (load {_load()})")
         for name, sec in rec["breakdown_seconds"].items():  # totals over the whole measurement
             print(f"    {name:24s} {sec:7.2f} s total ({rec['breakdown_calls'][name]} calls)")
     if args.json:

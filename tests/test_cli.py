@@ -143,3 +143,35 @@ def test_python_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "suits.cli", "register", "--fixed", "x"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "required" in r.stderr
+
+
+def test_suits_imports_without_pandas_snakemake_baselines():
+    """Every suits module imports (and the CLI runs) with pandas, snakemake, baselines and
+    suitsbench made unimportable; importing suits first sets the OpenMP wait policy."""
+    code = r"""
+import importlib, os, sys
+BLOCKED = ("pandas", "snakemake", "baselines", "suitsbench")
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked {name}")
+sys.meta_path.insert(0, Block())
+os.environ.pop("OMP_WAIT_POLICY", None)
+import suits
+assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+for m in ("mind", "featcnn", "warp", "amg", "diffusion", "register", "pretrain", "train",
+          "checkpoint", "io", "cli"):
+    importlib.import_module("suits." + m)
+assert not [k for k in sys.modules if k.split(".")[0] in BLOCKED]
+from suits.cli import main
+try:
+    main(["--help"])
+except SystemExit as e:
+    assert e.code == 0
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+    env_code = "import os; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'; import suits; print(os.environ['OMP_WAIT_POLICY'])"
+    r = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "ACTIVE", r.stderr[-2000:]

@@ -7,5 +7,17 @@ Modules (imported on demand, ``import suits`` stays light): ``mind`` (MIND-SSC),
 (the Y-shaped FeatCNN), ``warp`` (fields and warping), ``diffusion`` / ``amg`` (the Brox
 Gauss-Newton step and the AMG solve as an autograd layer), ``register`` (iterative registration),
 ``pretrain`` (MIND replication), ``train`` (Algorithm 1), ``io``, ``checkpoint``, ``cli``.
+
+OpenMP wait policy: importing ``suits`` before ``torch`` sets ``OMP_WAIT_POLICY=PASSIVE``
+unless the variable is already set (``OMP_WAIT_POLICY=ACTIVE`` restores OpenMP's default
+spinning; the setting is read once, when torch's OpenMP runtime loads, so it has no effect if
+torch was imported first). A Gauss-Newton step is some thousand small kernels, each ending in
+an OpenMP barrier; with spinning threads on a CPU shared with other jobs, a registration at the
+paper's size took 139-163 s instead of 20-24 s (``docs/benchmarks.md``). Large kernels
+(convolutions) are unaffected.
 """
+import os as _os
+
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
