@@ -19,9 +19,11 @@ float64 against the float64 operator) and the speed-up over pyamg.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
+import suits  # noqa: F401  (before torch: OMP_WAIT_POLICY=PASSIVE unless set, as for every suits user)
 import torch
 import torch.nn.functional as F
 
@@ -116,7 +118,8 @@ def main(argv=None):
     shift = args.eps * args.lam
     n = 3 * grid[0] * grid[1] * grid[2]
     print(f"Brox system: feature grid {grid}, {n} unknowns, {args.features} features, lam={args.lam:g}, "
-          f"shift={shift:g}, tol={args.tol:g}, torch threads={torch.get_num_threads()}, repeats={args.repeats}")
+          f"shift={shift:g}, tol={args.tol:g}, torch threads={torch.get_num_threads()}, repeats={args.repeats}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     rows = [
         run_backend("torch-mg", TorchMultigrid(), M64, b64, args.lam, shift, torch.float32, args.tol, args.repeats),
