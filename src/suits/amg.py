@@ -114,8 +114,9 @@ def _path_laplacian(n: int) -> "np.ndarray":
 # --------------------------------------------------------------------------- the operator
 
 def _block_apply(M: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``y_v = M_v z_v`` for ``M`` ``(B, 3, 3, ...)`` and ``z`` ``(B, 3, ...)`` (two kernels)."""
-    return (M * z.unsqueeze(1)).sum(2)
+    """``y_v = M_v z_v`` for ``M`` ``(B, 3, 3, ...)`` and ``z`` ``(B, 3, ...)``: three kernels,
+    each over all three rows (column ``j`` of ``M`` times ``z_j``)."""
+    return torch.addcmul(torch.addcmul(M[:, :, 0] * z[:, 0:1], M[:, :, 1], z[:, 1:2]), M[:, :, 2], z[:, 2:3])
 
 
 class BroxOperator(NamedTuple):
