@@ -8,7 +8,12 @@ ru_maxrss``, is that measurement's alone) on synthetic data of the paper's grid
   time into FeatCNN forward passes, the Gauss-Newton solve, warping and update upsampling;
 * ``train``: :func:`suits.train.train_suits`, batch 1, ``--train-steps`` steps (default 3) with
   ``k_back`` drawn as in training (seeded, uniform in [1, 15]); time per step = total / steps;
-* ``train-worst``: the same step with ``k_back = 15`` (14 label iterations + the tracked one).
+* ``train-worst``: the same step with ``k_back = 15`` (14 label iterations + the tracked one);
+* ``train-k1``: the step with ``k_back = 1`` (the tracked iteration only).
+
+With both ``train-k1`` and ``train-worst`` the mean step time over ``k_back`` uniform in
+``[1, 15]`` (the training default) is printed as well: the step is linear in ``k_back``
+(``k_back - 1`` identical label iterations), so it is ``t1 + 7 (t15 - t1) / 14``.
 
 Usage::
 
@@ -32,7 +37,7 @@ import time
 from collections import defaultdict
 
 PAPER_SIZE = (138, 187, 192)
-MEASUREMENTS = ("register", "train", "train-worst")
+MEASUREMENTS = ("register", "train", "train-worst", "train-k1")
 
 
 def synthetic_pair(shape, num_classes: int = 7, seed: int = 0):
@@ -128,9 +133,10 @@ def child(which: str, shape, iterations: int, solver, seed: int, train_steps: in
         logging.getLogger("suits.train").addHandler(Grab())
         logging.getLogger("suits.train").setLevel(logging.INFO)
         k_min = iterations if which == "train-worst" else 1
-        steps = 1 if which == "train-worst" else int(train_steps)
+        k_max = 1 if which == "train-k1" else iterations
+        steps = 1 if which in ("train-worst", "train-k1") else int(train_steps)
         t0, c0 = time.perf_counter(), time.process_time()
-        _, losses = train_suits(model, [data], steps=steps, batch=1, lr=1e-5, lam=5.0, k_max=iterations,
+        _, losses = train_suits(model, [data], steps=steps, batch=1, lr=1e-5, lam=5.0, k_max=k_max,
                                 k_min=k_min, num_classes=7, seed=seed, solver=solver, progress=False)
         result["seconds"] = (time.perf_counter() - t0) / steps
         result["cpu_seconds"] = (time.process_time() - c0) / steps
@@ -196,6 +202,15 @@ def main(argv=None) -> int:
               f"peak RSS {rec['peak_rss_gb']:5.2f} GB{extra}   (load {_load()})")
         for name, sec in rec["breakdown_seconds"].items():  # totals over the whole measurement
             print(f"    {name:24s} {sec:7.2f} s total ({rec['breakdown_calls'][name]} calls)")
+    by = {r["measurement"]: r for r in records}
+    if "train-k1" in by and "train-worst" in by:
+        t1, tk = by["train-k1"]["seconds"], by["train-worst"]["seconds"]
+        c1, ck = by["train-k1"]["cpu_seconds"], by["train-worst"]["cpu_seconds"]
+        k = args.iterations
+        mean_k = (1 + k) / 2
+        frac = (mean_k - 1) / max(k - 1, 1)
+        print(f"train mean   wall {t1 + frac * (tk - t1):7.2f} s   CPU {c1 + frac * (ck - c1):7.2f} s   "
+              f"per step for k_back uniform in [1, {k}] (linear in k_back: t1 + {frac:.2f} (t{k} - t1))")
     if args.json:
         print(json.dumps(records, indent=1))
     return 0
