@@ -27,6 +27,9 @@ def checkpoint_path(name, settings, files):
 settings = {k: v for k, v in p.items() if k != "checkpoint_dir"}
 crop = p.crop if p.crop is None or isinstance(p.crop, list) else [p.crop]
 ckpt = checkpoint_path("featcnn_pretrained", settings, [*i.moving, *i.fixed])
+# torch/elastix threads from the config (resources.train.threads) or more: snakemake lowers
+# a job's threads to --cores, and the numbers depend on the thread count
+threads = max(snakemake.threads, snakemake.config["resources"]["train"]["threads"])  # noqa: F821
 argv = [
     "pretrain",
     "--images", p.moving_modality, *i.moving,
@@ -42,7 +45,7 @@ argv = [
     "--checkpoint", ckpt,
     "--checkpoint-every", p.checkpoint_every,
     "--device", p.device,
-    "--threads", snakemake.threads,  # noqa: F821
+    "--threads", threads,
     *(["--crop", *crop] if crop else []),
 ]  # fmt: skip
 print(f"checkpoint: {ckpt} ({'resuming' if ckpt.exists() else 'new'})", flush=True)

@@ -7,6 +7,9 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 from suits.cli import main  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+# torch/elastix threads from the config (resources.register.threads) or more: snakemake lowers
+# a job's threads to --cores, and the numbers depend on the thread count
+threads = max(snakemake.threads, snakemake.config["resources"]["register"]["threads"])  # noqa: F821
 argv = [
     "register",
     "--fixed", i.fixed,
@@ -24,6 +27,6 @@ argv = [
     "--mind-radius", p.mind_radius,
     "--mind-dilation", p.mind_dilation,
     "--device", p.device,
-    "--threads", snakemake.threads,  # noqa: F821
+    "--threads", threads,
 ]  # fmt: skip
 sys.exit(main([str(a) for a in argv]))

@@ -23,6 +23,9 @@ def checkpoint_path(name, settings, files):
 
 settings = {k: v for k, v in p.items() if k != "checkpoint_dir"}
 ckpt = checkpoint_path("featcnn_suits", settings, [i.model, i.pairs, *i.images])
+# torch/elastix threads from the config (resources.train.threads) or more: snakemake lowers
+# a job's threads to --cores, and the numbers depend on the thread count
+threads = max(snakemake.threads, snakemake.config["resources"]["train"]["threads"])  # noqa: F821
 argv = [
     "train",
     "--pairs", i.pairs,
@@ -42,7 +45,7 @@ argv = [
     "--checkpoint", ckpt,
     "--checkpoint-every", p.checkpoint_every,
     "--device", p.device,
-    "--threads", snakemake.threads,  # noqa: F821
+    "--threads", threads,
 ]  # fmt: skip
 print(f"checkpoint: {ckpt} ({'resuming' if ckpt.exists() else 'new'})", flush=True)
 status = main([str(a) for a in argv])

@@ -16,7 +16,10 @@ from suits.cli import read_pairs  # noqa: E402
 from suits.io import load_volume  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
-torch.set_num_threads(snakemake.threads)  # noqa: F821
+# torch/elastix threads from the config (resources.train.threads) or more: snakemake lowers
+# a job's threads to --cores, and the numbers depend on the thread count
+threads = max(snakemake.threads, snakemake.config["resources"]["train"]["threads"])  # noqa: F821
+torch.set_num_threads(threads)
 device = p.device
 if device == "auto":
     device = "cuda" if torch.cuda.is_available() else "cpu"
