@@ -104,7 +104,8 @@ def case(phantom, tmp_path, request):
 
 
 def output_of(proc: subprocess.CompletedProcess) -> str:
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+    return (f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
+            f"--- stderr\n{proc.stderr[-4000:]}")
 
 
 def assert_fails_cleanly(case: Case, *parts: str) -> str:

@@ -36,7 +36,8 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
 def output_of(proc: subprocess.CompletedProcess) -> str:
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+    return (f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n"
+            f"--- stderr\n{proc.stderr[-5000:]}")
 
 
 @pytest.fixture(scope="module")

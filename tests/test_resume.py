@@ -15,7 +15,7 @@ name, results/test-resume/, removed afterwards):
    0 < N < total steps, and every tensor of the model equals the reference (``torch.equal``).
 
 Runs with ``--nolock`` (a killed snakemake leaves its lock behind otherwise); the workflow
-profile (profiles/default) adds ``rerun-incomplete``. About 2-4 minutes on 2 cores.
+profile (profiles/default) adds ``rerun-incomplete``. About 1-3 minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -44,9 +44,10 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 # rule -> (model file, checkpoint prefix, config section, steps key, total steps)
 CASES = {
-    "pretrain_featcnn": ("featcnn_pretrained.pt", "featcnn_pretrained", "pretrain", "iterations", 12),
-    "train_suits": ("featcnn_suits.pt", "featcnn_suits", "suits", "steps", 6),
-    "train_voxelmorph": ("voxelmorph.pt", "voxelmorph", "voxelmorph", "iterations", 12),
+    "pretrain_featcnn":
+        ("featcnn_pretrained.pt", "featcnn_pretrained", "pretrain", "iterations", 18),
+    "train_suits": ("featcnn_suits.pt", "featcnn_suits", "suits", "steps", 12),
+    "train_voxelmorph": ("voxelmorph.pt", "voxelmorph", "voxelmorph", "iterations", 24),
 }
 EVERY = {"pretrain_featcnn": 3, "train_suits": 2, "train_voxelmorph": 4}
 WAIT = 600  # s, bound on every wait
@@ -82,7 +83,8 @@ def run(args: list[str], timeout: int = WAIT) -> subprocess.CompletedProcess:
 
 
 def output_of(proc: subprocess.CompletedProcess) -> str:
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+    return (f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n"
+            f"--- stderr\n{proc.stderr[-5000:]}")
 
 
 def planned_rules(config: Path, target: str) -> dict[str, int]:
@@ -165,7 +167,8 @@ def test_killed_rule_resumes_with_identical_weights(rule, config, tmp_path):
 
     # 2. the same run, killed (snakemake and the job) once the rule has checkpointed
     t0 = time.monotonic()
-    kill_when_exists(command(config, target), CHECKPOINTS, f"{prefix}-*.pt", tmp_path / "killed.out")
+    kill_when_exists(command(config, target), CHECKPOINTS, f"{prefix}-*.pt",
+                     tmp_path / "killed.out")
 
     # 3. no output that a later run would take as complete: none at all, and the job is planned
     assert not model.exists(), f"{model} exists after the job was killed"
