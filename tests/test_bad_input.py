@@ -30,7 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = str(BIN / "snakemake") if (BIN / "snakemake").exists() else "snakemake"
-CI_CONFIG = ROOT / ".test" / "config" / "ci.yaml"
+SMOKE_CONFIG = ROOT / ".test" / "config" / "smoke.yaml"
 PREFIX = "test-bad-input"
 
 pytestmark = pytest.mark.workflow
@@ -60,7 +60,7 @@ class Case:
         shutil.rmtree(self.results, ignore_errors=True)
         self.manifest = self.dir / "manifest.tsv"
         self.config_path = tmp / "config.yaml"
-        cfg = yaml.safe_load(CI_CONFIG.read_text())
+        cfg = yaml.safe_load(SMOKE_CONFIG.read_text())
         cfg["dataset"] = self.dataset
         cfg["data"]["source"] = "manifest"
         cfg["data"]["manifest"] = str(self.manifest)
@@ -147,7 +147,7 @@ def test_every_job_waits_for_validation(case):
     expensive, whatever the number of cores."""
     import re
 
-    for cfg in (case.config, yaml.safe_load(CI_CONFIG.read_text())):   # manifest, phantom
+    for cfg in (case.config, yaml.safe_load(SMOKE_CONFIG.read_text())):   # manifest, phantom
         case.config = cfg
         proc = case.run("--dag", "--forceall", "-n")
         assert proc.returncode == 0, output_of(proc)

@@ -1,4 +1,4 @@
-"""Reproducibility: two complete runs of the CI-size workflow (.test/config/ci.yaml) with the
+"""Reproducibility: two complete runs of the smoke-size workflow (.test/config/smoke.yaml) with the
 same seed, under two data set names (results/test-repro-a/, results/test-repro-b/), give a
 byte-identical table2.csv on the CPU (and byte-identical per-method metrics, which pinpoint a
 method if the table differs); provenance.json records the seed, the version of every installed
@@ -8,7 +8,7 @@ The second run uses ``--cores 1``: snakemake then lowers the training jobs' thre
 jobs compute with the configured thread count (resources.*.threads), so the numbers must not
 change (torch and elastix results depend on the number of threads).
 
-Two CI-size runs: about 5-10 minutes on 2 cores. Select with ``-m slow``.
+Two smoke-size runs: about 5-10 minutes on 2 cores. Select with ``-m slow``.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = str(BIN / "snakemake") if (BIN / "snakemake").exists() else "snakemake"
-CI_CONFIG = ROOT / ".test" / "config" / "ci.yaml"
+SMOKE_CONFIG = ROOT / ".test" / "config" / "smoke.yaml"
 RUNS = {"test-repro-a": "2", "test-repro-b": "1"}   # data set name: --cores
 # the packages whose versions decide the numbers (all installed ones are recorded)
 PACKAGES = ("torch", "numpy", "scipy", "SimpleITK-SimpleElastix", "voxelmorph", "neurite",
@@ -47,7 +47,7 @@ def runs(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     out = {}
     for name, cores in RUNS.items():
-        cfg = yaml.safe_load(CI_CONFIG.read_text())
+        cfg = yaml.safe_load(SMOKE_CONFIG.read_text())
         cfg["dataset"] = name
         path = tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))

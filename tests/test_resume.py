@@ -35,7 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = str(BIN / "snakemake") if (BIN / "snakemake").exists() else "snakemake"
-CI_CONFIG = ROOT / ".test" / "config" / "ci.yaml"
+SMOKE_CONFIG = ROOT / ".test" / "config" / "smoke.yaml"
 DATASET = "test-resume"
 RES = ROOT / "results" / DATASET
 CHECKPOINTS = RES / "models" / "checkpoints"
@@ -54,8 +54,8 @@ WAIT = 600  # s, bound on every wait
 
 
 def tiny_config(path: Path) -> Path:
-    """The CI config on a smaller phantom with few steps and frequent checkpoints."""
-    cfg = yaml.safe_load(CI_CONFIG.read_text())
+    """The smoke config on a smaller phantom with few steps and frequent checkpoints."""
+    cfg = yaml.safe_load(SMOKE_CONFIG.read_text())
     cfg["dataset"] = DATASET
     cfg["affine"]["enabled"] = False
     cfg["data"]["phantom"].update(n_per_modality=3, shape=[32, 32, 32], spacing=4.5)
@@ -200,7 +200,7 @@ def test_killed_job_leaves_nothing_taken_as_complete(tmp_path):
     dataset = "test-resume-partial"
     res = ROOT / "results" / dataset
     shutil.rmtree(res, ignore_errors=True)
-    cfg = yaml.safe_load(CI_CONFIG.read_text())
+    cfg = yaml.safe_load(SMOKE_CONFIG.read_text())
     cfg["dataset"] = dataset
     cfg["data"]["phantom"].update(n_per_modality=4, shape=[64, 64, 64], spacing=3.0)
     config = tmp_path / "config.yaml"
