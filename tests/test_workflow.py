@@ -1,7 +1,7 @@
 """The Snakemake workflow: lint, formatting, a dry run of every shipped config, bad configs,
 and the complete CI-size workflow (.test/config/ci.yaml -> results/ci/) with checks on Table 2.
 
-The complete run takes a few minutes on 2 cores; select it with ``-m workflow`` or leave it
+The complete run takes about 9 minutes on 2 cores; select it with ``-m workflow`` or leave it
 out with ``-m "not slow"``.
 """
 from __future__ import annotations
@@ -74,6 +74,11 @@ def test_dry_run_default():
 
 def test_dry_run_ci():
     proc = dry_run("--configfile", str(CI_CONFIG))
+    assert proc.returncode == 0, output_of(proc)
+
+
+def test_dry_run_smoke():
+    proc = dry_run("--configfile", str(ROOT / ".test" / "config" / "smoke.yaml"))
     assert proc.returncode == 0, output_of(proc)
 
 
@@ -171,3 +176,12 @@ def test_ci_workflow_end_to_end():
     again = snakemake("--cores", "2", "--configfile", str(CI_CONFIG), "-n", "--quiet", "rules")
     assert again.returncode == 0, output_of(again)
     assert "Nothing to be done" in again.stdout + again.stderr, output_of(again)
+
+    # the self-contained HTML report holds Table 2 and the figures
+    html = CI_RESULTS / "report.html"
+    proc = snakemake("--configfile", str(CI_CONFIG), "--report", str(html), timeout=600)
+    assert proc.returncode == 0, output_of(proc)
+    text = html.read_text(errors="replace")
+    assert len(text) > 100_000, len(text)                 # the figures are embedded
+    for name in ("table2.csv", "fig3_dice.png", "fig4_hd95.png", "fig2_example.png"):
+        assert name in text, name
