@@ -16,10 +16,8 @@ input's. About 5-10 s per case.
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -27,10 +25,8 @@ import numpy as np
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SNAKEMAKE = str(BIN / "snakemake") if (BIN / "snakemake").exists() else "snakemake"
-SMOKE_CONFIG = ROOT / ".test" / "config" / "smoke.yaml"
+from snakemake_run import ROOT, SNAKEMAKE, SMOKE_CONFIG, venv_env, output_of
+
 PREFIX = "test-bad-input"
 
 pytestmark = pytest.mark.workflow
@@ -83,7 +79,7 @@ class Case:
     # ---- run
     def run(self, *targets: str) -> subprocess.CompletedProcess:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = venv_env()
         return subprocess.run(
             [SNAKEMAKE, *targets, "--cores", "1", "--nolock", "--configfile",
              str(self.config_path)],
@@ -101,11 +97,6 @@ def case(phantom, tmp_path, request):
     c = Case(phantom, tmp_path, request.node.name.removeprefix("test_").replace("_", "-"))
     yield c
     shutil.rmtree(c.results, ignore_errors=True)
-
-
-def output_of(proc: subprocess.CompletedProcess) -> str:
-    return (f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
-            f"--- stderr\n{proc.stderr[-4000:]}")
 
 
 def assert_fails_cleanly(case: Case, *parts: str) -> str:

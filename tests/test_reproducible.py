@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,10 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SNAKEMAKE = str(BIN / "snakemake") if (BIN / "snakemake").exists() else "snakemake"
-SMOKE_CONFIG = ROOT / ".test" / "config" / "smoke.yaml"
+from snakemake_run import ROOT, SNAKEMAKE, SMOKE_CONFIG, venv_env, output_of
+
 RUNS = {"test-repro-a": "2", "test-repro-b": "1"}   # data set name: --cores
 # the packages whose versions decide the numbers (all installed ones are recorded)
 PACKAGES = ("torch", "numpy", "scipy", "SimpleITK-SimpleElastix", "voxelmorph", "neurite",
@@ -35,16 +32,11 @@ PACKAGES = ("torch", "numpy", "scipy", "SimpleITK-SimpleElastix", "voxelmorph", 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
-def output_of(proc: subprocess.CompletedProcess) -> str:
-    return (f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n"
-            f"--- stderr\n{proc.stderr[-5000:]}")
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
     """Both runs from scratch: ``{dataset: (config, results folder)}``."""
     tmp = tmp_path_factory.mktemp("repro")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = venv_env()
     out = {}
     for name, cores in RUNS.items():
         cfg = yaml.safe_load(SMOKE_CONFIG.read_text())

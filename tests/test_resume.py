@@ -24,7 +24,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,10 +31,8 @@ import pytest
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SNAKEMAKE = str(BIN / "snakemake") if (BIN / "snakemake").exists() else "snakemake"
-SMOKE_CONFIG = ROOT / ".test" / "config" / "smoke.yaml"
+from snakemake_run import ROOT, SNAKEMAKE, SMOKE_CONFIG, venv_env, output_of
+
 DATASET = "test-resume"
 RES = ROOT / "results" / DATASET
 CHECKPOINTS = RES / "models" / "checkpoints"
@@ -73,18 +70,9 @@ def command(config: Path, *targets: str) -> list[str]:
     return [SNAKEMAKE, *targets, "--cores", "2", "--nolock", "--configfile", str(config)]
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
 def run(args: list[str], timeout: int = WAIT) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=env())
-
-
-def output_of(proc: subprocess.CompletedProcess) -> str:
-    return (f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-5000:]}\n"
-            f"--- stderr\n{proc.stderr[-5000:]}")
+                          env=venv_env())
 
 
 def planned_rules(config: Path, target: str) -> dict[str, int]:
@@ -117,7 +105,7 @@ def kill_when_exists(args: list[str], folder: Path, pattern: str, out: Path) -> 
     """Start ``args`` in a new process group; SIGKILL the group as soon as a file matching
     ``folder/pattern`` exists. Returns the run's output so far."""
     with open(out, "w") as fh:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env(),
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=venv_env(),
                                 start_new_session=True)
         deadline = time.monotonic() + WAIT
         try:

@@ -5,9 +5,10 @@
   ``gpu`` resource that the plugin turns into ``sbatch --gpus``;
 * the integration test (``-m slurm``, slow): tests/slurm/cluster.sh starts munged, slurmctld
   and slurmd (Debian's slurm-wlm and munge, run as root; the test skips with the reason when
-  they are missing), the smoke-size workflow (.test/config/smoke.yaml) runs with ``--workflow-profile profiles/slurm`` and
-  account/partition/memory fitted to the local node; while ``train_voxelmorph`` runs (after
-  its first checkpoint) the test ``scancel``s it once; Snakemake (``retries`` of the profile)
+  they are missing), the smoke-size workflow (.test/config/smoke.yaml) runs with
+  ``--workflow-profile profiles/slurm`` and account/partition/memory fitted to the local
+  node; while ``train_voxelmorph`` runs (after its first checkpoint) the test ``scancel``s it
+  once; Snakemake (``retries`` of the profile)
   submits it again, the job resumes from the checkpoint and the workflow completes. Its
   table2.csv must be byte-identical to a local run of the same config. The daemons (and any
   job left) are stopped in the fixture's teardown; on failure the messages carry the daemons'
@@ -24,7 +25,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +33,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SNAKEMAKE = str(BIN / "snakemake") if (BIN / "snakemake").exists() else "snakemake"
+from snakemake_run import ROOT, BIN, SNAKEMAKE, SMOKE_CONFIG, venv_env
+
 CLUSTER_SH = ROOT / "tests" / "slurm" / "cluster.sh"
 PROFILE = ROOT / "profiles" / "slurm"
-SMOKE_CONFIG = ROOT / ".test" / "config" / "smoke.yaml"
 SLURM_DATASET = "ci_slurm"
 LOCAL_DATASET = "ci_slurm_local"
 CANCEL_RULE = "train_voxelmorph"        # a long rule with a rolling checkpoint
@@ -385,9 +383,7 @@ def local_run(tmp_path_factory):
     shutil.rmtree(results, ignore_errors=True)
     log = folder / "snakemake.log"
     start = time.monotonic()
-    proc = snakemake_popen(["--cores", "2", "--configfile", str(cfg)],
-                           {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
-                           log)
+    proc = snakemake_popen(["--cores", "2", "--configfile", str(cfg)], venv_env(), log)
     try:
         proc.wait(timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -415,7 +411,7 @@ def diagnostics(cl: Cluster, r: SlurmRun) -> str:
 
 
 @pytest.mark.slow
-def test_ci_workflow_completes_on_slurm(cluster, slurm_run):
+def test_smoke_workflow_completes_on_slurm(cluster, slurm_run):
     assert slurm_run.returncode == 0, diagnostics(cluster, slurm_run)
     assert (slurm_run.results / "table2.csv").exists(), diagnostics(cluster, slurm_run)
     rules = {rule for _, rule in slurm_run.submissions}

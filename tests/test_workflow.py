@@ -6,20 +6,15 @@ out with ``-m "not slow"``.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SNAKEMAKE = str(BIN / "snakemake") if (BIN / "snakemake").exists() else "snakemake"
+from snakemake_run import ROOT, BIN, SNAKEMAKE, CI_CONFIG, venv_env, output_of
+
 SNAKEFMT = str(BIN / "snakefmt") if (BIN / "snakefmt").exists() else "snakefmt"
 PROSTATE = ROOT.parent / "shared" / "data" / "prostate-mr-us"
-CI_CONFIG = ROOT / ".test" / "config" / "ci.yaml"
 CI_RESULTS = ROOT / "results" / "ci"
 METHODS = ["initial", "elastix", "voxelmorph", "mind_pretrained", "suits", "mind_ssc"]
 
@@ -27,13 +22,9 @@ pytestmark = pytest.mark.workflow
 
 
 def snakemake(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = venv_env()
     return subprocess.run([SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env)
-
-
-def output_of(proc: subprocess.CompletedProcess) -> str:
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
 
 
 def dry_run(*args: str) -> subprocess.CompletedProcess:
