@@ -18,7 +18,7 @@ With both ``train-k1`` and ``train-worst`` the mean step time over ``k_back`` un
 Usage::
 
     .venv/bin/python benchmarks/bench_core.py [--size 138 187 192] [--threads 2] [--only register]
-        [--omp-wait-policy passive|active]
+        [--omp-wait-policy passive|active] [--warp-space image|features]
 
 Peak memory (ru_maxrss) includes the Python interpreter and torch (~0.3-0.4 GB). Wall time
 depends on the load of the machine (printed); "CPU" is the process CPU time (user + system,
@@ -93,12 +93,13 @@ def _instrument(timers: _Timers) -> None:
     import suits.register as reg
 
     suits.diffusion.gauss_newton_step = timers.wrap("gauss_newton_step", suits.diffusion.gauss_newton_step)
-    reg.warp = timers.wrap("warp (image grid)", reg.warp)
+    reg.warp = timers.wrap("warp", reg.warp)
     reg.to_image_grid = timers.wrap("upsample + box filter", reg.to_image_grid)
     reg.to_feature_grid = timers.wrap("field to feature grid", reg.to_feature_grid)
 
 
-def child(which: str, shape, iterations: int, solver, seed: int, train_steps: int = 3) -> dict:
+def child(which: str, shape, iterations: int, solver, seed: int, train_steps: int = 3,
+          warp_space: str = "image") -> dict:
     """Run one measurement in this process and return its numbers."""
     import torch
 
@@ -111,12 +112,14 @@ def child(which: str, shape, iterations: int, solver, seed: int, train_steps: in
     _instrument(timers)
     forward = model.forward
     model.forward = timers.wrap("FeatCNN forward", forward)
-    result = {"measurement": which, "shape": list(shape), "threads": torch.get_num_threads()}
+    result = {"measurement": which, "shape": list(shape), "threads": torch.get_num_threads(),
+              "warp_space": warp_space}
     if which == "register":
         from suits.register import register
 
         t0, c0 = time.perf_counter(), time.process_time()
-        u = register(data["fixed"], data["moving"], model, iterations=iterations, lam=10.0, solver=solver)
+        u = register(data["fixed"], data["moving"], model, iterations=iterations, lam=10.0, solver=solver,
+                     warp_space=warp_space)
         result["seconds"] = time.perf_counter() - t0
         result["cpu_seconds"] = time.process_time() - c0
         result["field_abs_max"] = float(u.abs().max())
@@ -137,7 +140,8 @@ def child(which: str, shape, iterations: int, solver, seed: int, train_steps: in
         steps = 1 if which in ("train-worst", "train-k1") else int(train_steps)
         t0, c0 = time.perf_counter(), time.process_time()
         _, losses = train_suits(model, [data], steps=steps, batch=1, lr=1e-5, lam=5.0, k_max=k_max,
-                                k_min=k_min, num_classes=7, seed=seed, solver=solver, progress=False)
+                                k_min=k_min, num_classes=7, seed=seed, solver=solver, progress=False,
+                                warp_space=warp_space)
         result["seconds"] = (time.perf_counter() - t0) / steps
         result["cpu_seconds"] = (time.process_time() - c0) / steps
         result["steps"] = steps
@@ -166,6 +170,9 @@ def main(argv=None) -> int:
     p.add_argument("--omp-wait-policy", choices=("passive", "active"), default="passive",
                    help="OMP_WAIT_POLICY of the measured processes (passive: what importing suits "
                         "sets by default; active: OpenMP's spinning default)")
+    p.add_argument("--warp-space", choices=("image", "features"), default="image",
+                   help="suits.register / suits.train warp_space: warp the moving image on the image "
+                        "grid every iteration (one FeatCNN pass each) or its features on the feature grid")
     p.add_argument("--json", action="store_true", help="print the raw JSON records too")
     p.add_argument("--child", choices=MEASUREMENTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -175,19 +182,20 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
         print(json.dumps(child(args.child, tuple(args.size), args.iterations, args.solver, args.seed,
-                               args.train_steps)))
+                               args.train_steps, args.warp_space)))
         return 0
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                OMP_WAIT_POLICY=args.omp_wait_policy.upper())
     print(f"# bench_core: size {tuple(args.size)}, threads {args.threads}, iterations {args.iterations}, "
-          f"solver {args.solver or 'default'}, OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}; "
+          f"solver {args.solver or 'default'}, warp_space {args.warp_space}, "
+          f"OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}; "
           f"one fresh process per measurement; load {_load()}")
     records = []
     for which in args.only:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", which, "--size", *map(str, args.size),
                "--threads", str(args.threads), "--iterations", str(args.iterations), "--seed", str(args.seed),
-               "--train-steps", str(args.train_steps)]
+               "--train-steps", str(args.train_steps), "--warp-space", args.warp_space]
         if args.solver:
             cmd += ["--solver", args.solver]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)

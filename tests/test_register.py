@@ -41,12 +41,21 @@ def _interior_epe(u: torch.Tensor, t, margin: int = 6) -> torch.Tensor:
     return err[margin:-margin, margin:-margin, margin:-margin]
 
 
-@pytest.mark.parametrize("model, lam, n_strict", [(Identity(), 1.0, 4), ("mind", 10.0, 2)],
-                         ids=["image", "mind"])
-def test_recovers_subvoxel_shift_and_ssd_falls(model, lam, n_strict):
+# warp_space "features" interpolates the representation on the feature grid: on the factor-4
+# grid of a 32^3 image (8^3 voxels, blobs of 1 feature voxel) that costs accuracy (mean EPE
+# 0.22), so the feature-warp case runs MIND-SSC on the factor-2 grid (the embedded default's).
+# There the SSD is measured on re-interpolated descriptors, which stay blurred: it falls in one
+# step (3.5e-3 -> 1.37e-3, ratio 0.4 where fresh descriptors reach < 0.2) and its plateau
+# wiggles by up to 2 %.
+@pytest.mark.parametrize("model, lam, n_strict, plateau, ratio, warp_space", [
+    (Identity(), 1.0, 4, 1e-2, 0.2, "image"), ("mind", 10.0, 2, 1e-2, 0.2, "image"),
+    (Identity(), 1.0, 4, 1e-2, 0.2, "features"),
+    (MindRepresentation(factor=2), 10.0, 1, 3e-2, 0.5, "features")],
+    ids=["image", "mind", "image-features", "mind2-features"])
+def test_recovers_subvoxel_shift_and_ssd_falls(model, lam, n_strict, plateau, ratio, warp_space):
     fixed, moving = blobs(), blobs(shift=SHIFT)
     ssd, ks = [], []
-    u = register(fixed, moving, model, iterations=15, lam=lam,
+    u = register(fixed, moving, model, iterations=15, lam=lam, warp_space=warp_space,
                  callback=lambda k, u, s: (ks.append(k), ssd.append(s)))
     assert ks == list(range(1, 16))
     epe = _interior_epe(u, SHIFT)
@@ -58,8 +67,31 @@ def test_recovers_subvoxel_shift_and_ssd_falls(model, lam, n_strict):
     # 3.6e-3 -> 2.7e-4 -> 2.55e-4) and never rises afterwards by more than 1% (plateau: the
     # step minimises SSD + λ-regulariser, and trilinear warping blurs the descriptor slightly)
     assert all(b < a for a, b in zip(ssd[:n_strict], ssd[1:n_strict + 1])), ssd
-    assert all(b <= a * (1 + 1e-2) for a, b in zip(ssd, ssd[1:])), ssd
-    assert ssd[-1] < 0.2 * ssd[0]
+    assert all(b <= a * (1 + plateau) for a, b in zip(ssd, ssd[1:])), ssd
+    assert ssd[-1] < ratio * ssd[0]
+
+
+def test_feature_warp_represents_the_moving_image_once():
+    """warp_space="features": the model sees the moving image once (plus the fixed image),
+    "image": once per iteration; both give a field that moves the same way."""
+    class Counting(MindRepresentation):
+        calls = 0
+
+        def __call__(self, x, modality=None):
+            Counting.calls += 1
+            return super().__call__(x, modality)
+
+    fixed, moving = blobs(), blobs(shift=SHIFT)
+    fields = {}
+    for space, expected in (("image", 1 + 6), ("features", 2)):
+        Counting.calls = 0
+        fields[space] = register(fixed, moving, Counting(factor=2), iterations=6, lam=10.0,
+                                 warp_space=space)
+        assert Counting.calls == expected, space
+    mean = {k: _interior_epe(v, SHIFT).mean() for k, v in fields.items()}
+    assert mean["features"] < 0.3 and mean["image"] < 0.3, mean
+    with pytest.raises(ValueError, match="warp_space"):
+        register(fixed, moving, "mind", warp_space="labels")
 
 
 def test_zero_iterations_is_identity():

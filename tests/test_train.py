@@ -80,12 +80,13 @@ def test_label_representation_grid():
         torch.testing.assert_close(label_representation(x, f, size), box_filter(x, size)[..., ::f, ::f, ::f])
 
 
-def test_label_iterations_align_labels():
+@pytest.mark.parametrize("warp_space", ["image", "features"])
+def test_label_iterations_align_labels(warp_space):
     p = _pair(0, shift=2)
     K = 3
     u0 = torch.zeros(1, 3, *SHAPE)
     u = label_iterations(one_hot(p["fixed_labels"], K), one_hot(p["moving_labels"], K), 5,
-                         lam=1.0, factor=4)
+                         lam=1.0, factor=4, warp_space=warp_space)
     assert u.shape == (1, 3, *SHAPE) and not u.requires_grad
     before = guidance_loss(p["moving_labels"], p["fixed_labels"], u0, K)
     after = guidance_loss(p["moving_labels"], p["fixed_labels"], u, K)
@@ -100,10 +101,12 @@ def test_guidance_loss_zero_for_perfect_alignment():
     assert 0 <= float(loss) < 1e-6
 
 
-def test_tracked_iteration_reaches_both_streams():
+@pytest.mark.parametrize("warp_space", ["image", "features"])
+def test_tracked_iteration_reaches_both_streams(warp_space):
     model = _model()
     p = _pair(1)
-    u = tracked_iteration(model, p["fixed"], p["moving"], torch.zeros(1, 3, *SHAPE), lam=1.0)
+    u = tracked_iteration(model, p["fixed"], p["moving"], torch.zeros(1, 3, *SHAPE), lam=1.0,
+                          warp_space=warp_space)
     loss = guidance_loss(p["moving_labels"], p["fixed_labels"], u, 3)
     loss.backward()
     for m in ("ct", "mr"):

@@ -29,6 +29,8 @@ from typing import Any, Sequence
 
 import torch
 
+from suits.register import WARP_SPACES
+
 __all__ = ["main", "build_parser", "save_model", "load_model", "read_pairs", "CLIError"]
 
 PAIR_COLUMNS = ("fixed_image", "moving_image", "fixed_labels", "moving_labels")
@@ -163,7 +165,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 k_max=args.k_max, k_min=args.k_min, gamma=args.gamma, num_classes=args.num_classes,
                 fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
                 seed=args.seed, solver=args.solver, tol=args.tol, checkpoint=args.checkpoint,
-                checkpoint_every=args.checkpoint_every, device=device, progress=not args.quiet)
+                checkpoint_every=args.checkpoint_every, device=device, progress=not args.quiet,
+                warp_space=args.warp_space)
     save_model(args.out, model)
     return 0
 
@@ -196,7 +199,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                                f"(streams: {list(model.modalities)})")
     u = register(fixed, moving, model, iterations=args.iterations, lam=args.lam, gamma=args.gamma,
                  fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
-                 solver=args.solver, tol=args.tol, smooth=args.smooth)
+                 solver=args.solver, tol=args.tol, smooth=args.smooth, warp_space=args.warp_space)
     save_field(args.out, u, affine)
     with torch.no_grad():
         if args.warped:
@@ -260,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint", default=None, help="rolling checkpoint (resumed if present)")
     t.add_argument("--checkpoint-every", type=int, default=25)
+    t.add_argument("--warp-space", default="image", choices=WARP_SPACES,
+                   help="warp the moving side on the image grid (Algorithm 1) or its "
+                        "representation on the feature grid")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("register", parents=[common], help="register a moving image to a fixed image")
@@ -282,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mind-factor", type=int, default=4, help="feature grid factor for --model mind")
     r.add_argument("--mind-radius", type=int, default=2)
     r.add_argument("--mind-dilation", type=int, default=2)
+    r.add_argument("--warp-space", default="image", choices=WARP_SPACES,
+                   help="per iteration: warp the moving image and represent it (image) or warp "
+                        "its representation on the feature grid (features)")
     r.set_defaults(func=cmd_register)
     return p
 

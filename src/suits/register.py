@@ -36,7 +36,11 @@ __all__ = [
     "resolve_representation",
     "MindRepresentation",
     "representation_ssd",
+    "WARP_SPACES",
 ]
+
+#: where the moving image is warped in every iteration (see :func:`register`)
+WARP_SPACES = ("image", "features")
 
 Representation = Callable[[torch.Tensor, str], torch.Tensor]
 Callback = Callable[[int, torch.Tensor, float], None]
@@ -159,7 +163,7 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
              iterations: int = 15, lam: float = 10.0, gamma: float = 1.0,
              fixed_modality: str = "mr", moving_modality: str = "ct",
              solver: object | None = None, tol: float = 1e-6, smooth: int = 5,
-             callback: Callback | None = None) -> torch.Tensor:
+             callback: Callback | None = None, warp_space: str = "image") -> torch.Tensor:
     """Register ``moving`` to ``fixed``: ``u`` with ``warp(moving, u) ≈ fixed``.
 
     Args:
@@ -175,6 +179,12 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
         callback: ``callback(k, u^k, ssd)`` after iteration ``k`` (1-based), ``ssd`` the mean
             squared difference of ``R_fix`` and ``R_mov^{k-1}`` (the representation the step
             was computed from, i.e. before this update).
+        warp_space: ``"image"``: every iteration warps the moving grey-value image on the image
+            grid and represents it anew (Fig. 1 of the paper; one model pass per iteration);
+            ``"features"``: the moving image is represented once and its representation is
+            warped on the feature grid by ``u`` brought there (the paper's Sec. 3.2 wording,
+            "warp the moving representation"; two model passes per registration). See
+            ``docs/reproduction-notes.md``.
 
     Returns:
         ``u`` ``(B, 3, D, H, W)`` float, voxels of the fixed grid, on ``fixed``'s device.
@@ -185,6 +195,8 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
     if fixed.shape[-3:] != moving.shape[-3:]:
         raise ValueError(f"fixed grid {tuple(fixed.shape[-3:])} != moving grid {tuple(moving.shape[-3:])}; "
                          "resample the moving image onto the fixed grid first")
+    if warp_space not in WARP_SPACES:
+        raise ValueError(f"warp_space must be one of {WARP_SPACES}, got {warp_space!r}")
     rep = resolve_representation(model)
     factor = _factor(rep)
     dtype = fixed.dtype if fixed.is_floating_point() else torch.float32
@@ -194,9 +206,16 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
     u = torch.zeros((batch, 3, *fixed.shape[-3:]), device=fixed.device, dtype=dtype)
     with torch.no_grad():
         r_fix = rep(fixed, fixed_modality)
+        r_mov0 = rep(moving, moving_modality) if warp_space == "features" else None
         for k in range(1, int(iterations) + 1):
-            u, r_mov = iterate(r_fix, lambda x: rep(x, moving_modality), moving, u, lam,
-                               gamma=gamma, factor=factor, smooth=smooth, solver=solver, tol=tol)
+            if r_mov0 is None:
+                u, r_mov = iterate(r_fix, lambda x: rep(x, moving_modality), moving, u, lam,
+                                   gamma=gamma, factor=factor, smooth=smooth, solver=solver,
+                                   tol=tol)
+            else:
+                r_mov = warp(r_mov0, to_feature_grid(u, factor))
+                u = displacement_update(r_fix, r_mov, u, lam, gamma=gamma, factor=factor,
+                                        smooth=smooth, solver=solver, tol=tol)
             if callback is not None:
                 callback(k, u, representation_ssd(r_fix, r_mov))
     return u

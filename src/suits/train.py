@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from suits import checkpoint as ckpt
-from suits.register import iterate
-from suits.warp import box_filter, box_filter_strided, one_hot, warp_labels
+from suits.register import WARP_SPACES, displacement_update, iterate, to_feature_grid
+from suits.warp import box_filter, box_filter_strided, one_hot, warp, warp_labels
 
 __all__ = ["train_suits", "draw_step", "label_representation", "label_iterations",
            "tracked_iteration", "guidance_loss", "infer_num_classes"]
@@ -81,9 +81,12 @@ def label_representation(onehot: torch.Tensor, factor: int, label_smooth: int | 
 
 def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n: int, lam: float,
                      factor: int, gamma: float = 1.0, smooth: int = 5, solver: object | None = None,
-                     tol: float = 1e-6, label_smooth: int | None = None) -> torch.Tensor:
+                     tol: float = 1e-6, label_smooth: int | None = None,
+                     warp_space: str = "image") -> torch.Tensor:
     """``n`` iterations of Eq. (2) with the label maps as representations, without gradients;
-    returns ``u^n`` on the image grid (zeros for ``n <= 0``)."""
+    returns ``u^n`` on the image grid (zeros for ``n <= 0``). ``warp_space="image"`` warps the
+    moving one-hot map on the image grid before pooling it to the feature grid;
+    ``"features"`` pools it once and warps the pooled map on the feature grid."""
     B = max(fixed_onehot.shape[0], moving_onehot.shape[0])
     u = torch.zeros((B, 3, *fixed_onehot.shape[-3:]), device=fixed_onehot.device, dtype=fixed_onehot.dtype)
     if n <= 0:
@@ -91,25 +94,42 @@ def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n:
     with torch.no_grad():
         represent = lambda x: label_representation(x, factor, label_smooth)  # noqa: E731
         r_fix = represent(fixed_onehot)
+        r_mov0 = represent(moving_onehot) if _warp_space(warp_space) == "features" else None
         for _ in range(int(n)):
-            u, _ = iterate(r_fix, represent, moving_onehot, u, lam, gamma=gamma, factor=factor,
-                           smooth=smooth, solver=solver, tol=tol)
+            if r_mov0 is None:
+                u, _ = iterate(r_fix, represent, moving_onehot, u, lam, gamma=gamma, factor=factor,
+                               smooth=smooth, solver=solver, tol=tol)
+            else:
+                u = displacement_update(r_fix, warp(r_mov0, to_feature_grid(u, factor)), u, lam,
+                                        gamma=gamma, factor=factor, smooth=smooth, solver=solver,
+                                        tol=tol)
     return u
+
+
+def _warp_space(name: str) -> str:
+    if name not in WARP_SPACES:
+        raise ValueError(f"warp_space must be one of {WARP_SPACES}, got {name!r}")
+    return name
 
 
 def tracked_iteration(model: Callable[[torch.Tensor, str], torch.Tensor], fixed: torch.Tensor,
                       moving: torch.Tensor, u: torch.Tensor, lam: float,
                       fixed_modality: str = "mr", moving_modality: str = "ct", gamma: float = 1.0,
                       smooth: int = 5, solver: object | None = None, tol: float = 1e-6,
-                      grad_A: bool = False) -> torch.Tensor:
+                      grad_A: bool = False, warp_space: str = "image") -> torch.Tensor:
     """The iteration at ``k_back`` with autograd: FeatCNN features of the fixed image and of
-    the moving grey-value image warped by ``u`` (``u^{k_back-1}``, treated as a constant);
+    the moving grey-value image warped by ``u`` (``u^{k_back-1}``, treated as a constant;
+    ``warp_space="features"``: the features of the moving image, warped on the feature grid);
     returns ``u^{k_back}`` (differentiable w.r.t. the model weights)."""
     u = u.detach()
+    factor = int(getattr(model, "factor", 1))
     r_fix = model(fixed, fixed_modality)
+    if _warp_space(warp_space) == "features":
+        r_mov = warp(model(moving, moving_modality), to_feature_grid(u, factor))
+        return displacement_update(r_fix, r_mov, u, lam, gamma=gamma, factor=factor,
+                                   smooth=smooth, solver=solver, tol=tol, grad_A=grad_A)
     u_new, _ = iterate(r_fix, lambda x: model(x, moving_modality), moving, u, lam, gamma=gamma,
-                       factor=int(getattr(model, "factor", 1)), smooth=smooth, solver=solver,
-                       tol=tol, grad_A=grad_A)
+                       factor=factor, smooth=smooth, solver=solver, tol=tol, grad_A=grad_A)
     return u_new
 
 
@@ -147,7 +167,7 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
                 device: torch.device | str | None = None, log: LogFn | None = None,
                 progress: bool = True, k_min: int = 1, smooth: int = 5, tol: float = 1e-6,
                 grad_A: bool = False, label_smooth: int | None = None,
-                eps: float = EPS) -> tuple[nn.Module, list[float]]:
+                eps: float = EPS, warp_space: str = "image") -> tuple[nn.Module, list[float]]:
     """Algorithm 1: adapt a (MIND-pretrained) FeatCNN end to end through the registration.
 
     Args:
@@ -175,6 +195,9 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
         smooth: box filter size of the update upsampling (paper: 5).
         label_smooth: box size for the label representations (see :func:`label_representation`).
         eps: inside ``log(p + eps)``.
+        warp_space: where the label iterations and the tracked iteration warp the moving side
+            (``"image"``: Algorithm 1 literally; ``"features"``: on the feature grid, see
+            :func:`suits.register.register`).
 
     Returns:
         ``(model, losses)``, the losses of every step so far (including before a resume).
@@ -182,6 +205,7 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
     from tqdm.auto import tqdm
 
     _check_pairs(pairs)
+    _warp_space(warp_space)
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
@@ -229,10 +253,12 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
             p = prepare(i)
             u = label_iterations(one_hot(p["fixed_labels"], K), one_hot(p["moving_labels"], K),
                                  k_back - 1, lam, factor, gamma=gamma, smooth=smooth,
-                                 solver=solver, tol=tol, label_smooth=label_smooth)
+                                 solver=solver, tol=tol, label_smooth=label_smooth,
+                                 warp_space=warp_space)
             u = tracked_iteration(model, p["fixed"], p["moving"], u, lam,
                                   fixed_modality=fixed_modality, moving_modality=moving_modality,
-                                  gamma=gamma, smooth=smooth, solver=solver, tol=tol, grad_A=grad_A)
+                                  gamma=gamma, smooth=smooth, solver=solver, tol=tol, grad_A=grad_A,
+                                  warp_space=warp_space)
             loss = guidance_loss(p["moving_labels"], p["fixed_labels"], u, K, eps=eps) / len(idx)
             loss.backward()
             total += float(loss.detach())

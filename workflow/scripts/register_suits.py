@@ -26,6 +26,7 @@ argv = [
     "--mind-factor", p.mind_factor,
     "--mind-radius", p.mind_radius,
     "--mind-dilation", p.mind_dilation,
+    "--warp-space", p.warp_space,
     "--device", p.device,
     "--threads", threads,
 ]  # fmt: skip

@@ -44,6 +44,7 @@ argv = [
     "--seed", p.seed,
     "--checkpoint", ckpt,
     "--checkpoint-every", p.checkpoint_every,
+    "--warp-space", p.warp_space,
     "--device", p.device,
     "--threads", threads,
 ]  # fmt: skip
