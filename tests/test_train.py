@@ -95,6 +95,19 @@ def test_label_iterations_align_labels(warp_space):
                             lam=1.0, factor=4).abs().max() == 0
 
 
+def test_guidance_loss_is_cross_entropy_of_warped_one_hot():
+    """Eq. (3) through the target-channel shortcut equals the K-channel formulation."""
+    import torch.nn.functional as F
+
+    from suits.warp import warp_labels
+    p = _pair(0, shift=2)
+    u = (0.7 * torch.randn(1, 3, *SHAPE, generator=torch.Generator().manual_seed(1))).requires_grad_(True)
+    direct = F.nll_loss(torch.log(warp_labels(p["moving_labels"], u, 3) + 1e-8), p["fixed_labels"][:, 0])
+    loss = guidance_loss(p["moving_labels"], p["fixed_labels"], u, 3)
+    torch.testing.assert_close(loss, direct, rtol=1e-5, atol=1e-6)
+    assert float(loss.detach()) > 0.1  # a misaligned pair, not the trivial zero
+
+
 def test_guidance_loss_zero_for_perfect_alignment():
     p = _pair(0, shift=0)
     loss = guidance_loss(p["moving_labels"], p["fixed_labels"], torch.zeros(1, 3, *SHAPE), 3)

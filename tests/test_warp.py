@@ -216,3 +216,29 @@ def test_box_filter_strided_equals_cubic_average_sampled(shape, size, f):
                                torch.autograd.grad((ref * w).sum(), x)[0], rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError):
         box_filter_strided(x, 4, f)
+
+
+@pytest.mark.parametrize("shape", [(7, 9, 11), (1, 6, 5), (5, 1, 4)])
+def test_warped_label_probability_equals_target_channel_of_warp_labels(shape):
+    """The guidance loss's probability: the target channel of the trilinearly warped one-hot
+    map, values and gradient (float64), including points beyond the border (clamped)."""
+    from suits.warp import warped_label_probability
+
+    g = torch.Generator().manual_seed(3)
+    lab = torch.randint(0, 4, (1, 1, *shape), generator=g)
+    tgt = torch.randint(0, 4, (1, 1, *shape), generator=g)
+    u = (torch.randn(1, 3, *shape, generator=g, dtype=torch.float64) * 2).requires_grad_(True)
+    full = warp_labels(lab, u, 4).gather(1, tgt).squeeze(1)
+    fast = warped_label_probability(lab, u, tgt)
+    assert fast.shape == (1, *shape)
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-12)
+    ga, = torch.autograd.grad(torch.log(full + 1e-3).sum(), u)
+    gb, = torch.autograd.grad(torch.log(fast + 1e-3).sum(), u)
+    torch.testing.assert_close(gb, ga, rtol=1e-9, atol=1e-9)
+    assert ga.abs().max() > 1  # the comparison is not between two zero gradients
+    # a batch of fields against one label map (broadcast), and a 4-D target
+    u2 = torch.randn(2, 3, *shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(warped_label_probability(lab, u2, tgt[:, 0]),
+                               warp_labels(lab, u2, 4).gather(1, tgt.expand(2, -1, -1, -1, -1)).squeeze(1))
+    with pytest.raises(ValueError, match="one grid"):
+        warped_label_probability(lab, u, tgt[..., :-1])

@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from suits import checkpoint as ckpt
 from suits.register import WARP_SPACES, displacement_update, iterate, to_feature_grid
-from suits.warp import box_filter, box_filter_strided, one_hot, warp, warp_labels
+from suits.warp import box_filter, box_filter_strided, one_hot, warp, warped_label_probability
 
 __all__ = ["train_suits", "draw_step", "label_representation", "label_iterations",
            "tracked_iteration", "guidance_loss", "infer_num_classes"]
@@ -137,9 +136,10 @@ def guidance_loss(moving_labels: torch.Tensor, fixed_labels: torch.Tensor, u: to
                   num_classes: int, eps: float = EPS) -> torch.Tensor:
     """Eq. (3): cross-entropy of the warped (trilinear, non one-hot) moving label probabilities
     against the fixed index map: ``nll(log(p + eps), argmax S_fix)``, mean over voxels."""
-    p = warp_labels(moving_labels, u, num_classes)
+    # == F.nll_loss(torch.log(warp_labels(moving_labels, u, num_classes) + eps), target): only
+    # the target channel of the warped one-hot map enters the loss (suits.warp)
     target = fixed_labels[:, 0] if fixed_labels.dim() == 5 else fixed_labels
-    return F.nll_loss(torch.log(p + eps), target.long())
+    return -torch.log(warped_label_probability(moving_labels, u, target) + eps).mean()
 
 
 def infer_num_classes(pairs: Sequence[Mapping[str, torch.Tensor]]) -> int:

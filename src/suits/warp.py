@@ -24,6 +24,7 @@ __all__ = [
     "warp",
     "one_hot",
     "warp_labels",
+    "warped_label_probability",
     "resize_field",
     "downsample_field",
     "upsample_field",
@@ -120,6 +121,64 @@ def warp_labels(labels: torch.Tensor, u: torch.Tensor, num_classes: int) -> torc
     index map. ``num_classes`` counts the background (labels ``0..K-1``).
     """
     return warp(one_hot(labels, num_classes).to(u.dtype), u, mode="bilinear")
+
+
+def warped_label_probability(labels: torch.Tensor, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``warp_labels(labels, u, K).gather(1, target)`` without the ``K`` warped channels.
+
+    The trilinearly warped one-hot probability of class ``target(x)`` at every voxel is
+    ``sum over the 8 corners c of the sample point x + u(x) of w_c(x) * [labels(c) == target(x)]``
+    (border clamp, ``align_corners=True``: the same points and weights as :func:`warp`), so it
+    needs 8 gathers from the index map instead of ``K`` interpolated channels: the cost no
+    longer grows with the number of classes, and the backward pass only touches the weights.
+
+    Args:
+        labels: moving index map ``(B, 1, D, H, W)`` (integer valued; a batch of 1 is broadcast).
+        u: ``(B, 3, D, H, W)`` field in voxels.
+        target: ``(B, 1, D, H, W)`` or ``(B, D, H, W)`` class per voxel (e.g. the fixed labels).
+
+    Returns:
+        ``(B, D, H, W)`` probabilities in ``[0, 1]`` (``u``'s dtype), differentiable w.r.t. ``u``.
+    """
+    _check_field(u)
+    shape = tuple(int(n) for n in u.shape[-3:])
+    lab = labels[:, 0] if labels.dim() == 5 else labels
+    tgt = target[:, 0] if target.dim() == 5 else target
+    if tuple(lab.shape[-3:]) != shape or tuple(tgt.shape[-3:]) != shape:
+        raise ValueError(f"labels {tuple(lab.shape)}, target {tuple(tgt.shape)} and field "
+                         f"{tuple(u.shape)} must share one grid")
+    B = u.shape[0]
+    small = lab.dtype if lab.dtype in (torch.uint8, torch.int16, torch.int32) else torch.int32
+    lab = (lab.expand(B, *shape) if lab.shape[0] == 1 else lab).reshape(B, -1).to(small)
+    tgt = (tgt.expand(B, *shape) if tgt.shape[0] == 1 else tgt).to(small)
+    base, w0, w1 = None, [], []
+    strides = (shape[1] * shape[2], shape[2], 1)
+    for a in range(3):
+        n = shape[a]
+        view = [1, 1, 1]
+        view[a] = n
+        ramp = torch.arange(n, device=u.device, dtype=u.dtype).view(1, *view)
+        pos = (ramp + u[:, a]).clamp(0, n - 1)                      # border padding
+        i0 = pos.detach().floor().clamp(max=max(n - 2, 0))
+        frac = pos - i0                                             # in [0, 1]
+        w0.append(1.0 - frac)
+        w1.append(frac)
+        term = i0.long() * strides[a]
+        base = term if base is None else base + term
+    base = base.reshape(B, -1)
+    step = [strides[a] if shape[a] > 1 else 0 for a in range(3)]
+    wxy = {(bi, bj): (w1[0] if bi else w0[0]) * (w1[1] if bj else w0[1])
+           for bi in (0, 1) for bj in (0, 1)}
+    p = None
+    for bi in (0, 1):
+        for bj in (0, 1):
+            for bk in (0, 1):
+                offset = bi * step[0] + bj * step[1] + bk * step[2]
+                corner = lab.gather(1, base + offset if offset else base).view(B, *shape)
+                w = wxy[bi, bj] * (w1[2] if bk else w0[2])
+                term = torch.where(corner == tgt, w, 0.0)
+                p = term if p is None else p + term
+    return p
 
 
 def resize_field(u: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
