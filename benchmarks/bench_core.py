@@ -10,6 +10,9 @@ ru_maxrss``, is that measurement's alone) on synthetic data of the paper's grid
   ``k_back`` drawn as in training (seeded, uniform in [1, 15]); time per step = total / steps;
 * ``train-worst``: the same step with ``k_back = 15`` (14 label iterations + the tracked one);
 * ``train-k1``: the step with ``k_back = 1`` (the tracked iteration only).
+* ``guidance``: forward + backward of the guidance loss (Eq. 3) at the image grid, through
+  ``suits.train.guidance_loss`` (the target channel only) and through the ``K``-channel
+  ``warp_labels`` formulation it replaces (3 repeats each, best printed).
 
 With both ``train-k1`` and ``train-worst`` the mean step time over ``k_back`` uniform in
 ``[1, 15]`` (the training default) is printed as well: the step is linear in ``k_back``
@@ -37,7 +40,7 @@ import time
 from collections import defaultdict
 
 PAPER_SIZE = (138, 187, 192)
-MEASUREMENTS = ("register", "train", "train-worst", "train-k1")
+MEASUREMENTS = ("register", "train", "train-worst", "train-k1", "guidance")
 
 
 def synthetic_pair(shape, num_classes: int = 7, seed: int = 0):
@@ -93,7 +96,10 @@ def _instrument(timers: _Timers) -> None:
     import suits.register as reg
 
     suits.diffusion.gauss_newton_step = timers.wrap("gauss_newton_step", suits.diffusion.gauss_newton_step)
+    import suits.train as train
+
     reg.warp = timers.wrap("warp", reg.warp)
+    train.warp = timers.wrap("warp (training, feature grid)", train.warp)
     reg.to_image_grid = timers.wrap("upsample + box filter", reg.to_image_grid)
     reg.to_feature_grid = timers.wrap("field to feature grid", reg.to_feature_grid)
 
@@ -114,7 +120,29 @@ def child(which: str, shape, iterations: int, solver, seed: int, train_steps: in
     model.forward = timers.wrap("FeatCNN forward", forward)
     result = {"measurement": which, "shape": list(shape), "threads": torch.get_num_threads(),
               "warp_space": warp_space}
-    if which == "register":
+    if which == "guidance":
+        import torch.nn.functional as F
+
+        from suits.train import guidance_loss
+        from suits.warp import warp_labels
+
+        def k_channels(ml, fl, u, K):
+            return F.nll_loss(torch.log(warp_labels(ml, u, K) + 1e-8), fl[:, 0])
+
+        gen = torch.Generator().manual_seed(seed)
+        t0, c0 = time.perf_counter(), time.process_time()
+        for name, fn in (("guidance_loss (target channel)", guidance_loss),
+                         ("warp_labels (7 channels)", k_channels)):
+            best = float("inf")
+            for _ in range(3):
+                u = (0.5 * torch.randn(1, 3, *shape, generator=gen)).requires_grad_(True)
+                t = time.perf_counter()
+                fn(data["moving_labels"], data["fixed_labels"], u, 7).backward()
+                best = min(best, time.perf_counter() - t)
+            timers.t[name], timers.n[name] = best, 1
+        result["seconds"] = time.perf_counter() - t0
+        result["cpu_seconds"] = time.process_time() - c0
+    elif which == "register":
         from suits.register import register
 
         t0, c0 = time.perf_counter(), time.process_time()

@@ -69,6 +69,13 @@ def test_pretrain_train_register_end_to_end(data, capsys):
                  "--checkpoint", str(tmp / "ck.pt"), "--quiet"]) == 0
     t_model = load_model(trained)
     assert any(not torch.equal(v, t_model.state_dict()[k]) for k, v in pre_model.state_dict().items())
+    # the other reading of the iteration (warp the representation) through the same command
+    trained_f = tmp / "suits_features.pt"
+    assert main(["train", "--pairs", str(tsv), "--model", str(pre), "--out", str(trained_f),
+                 "--steps", "1", "--batch", "1", "--k-max", "2", "--lam", "1", "--lr", "1e-3",
+                 "--warp-space", "features", "--quiet"]) == 0
+    f_model = load_model(trained_f)
+    assert any(not torch.equal(v, f_model.state_dict()[k]) for k, v in pre_model.state_dict().items())
 
     for model in (str(trained), "mind"):
         out, warped, wl = tmp / "field.nii.gz", tmp / "warped.nii.gz", tmp / "wl.nii.gz"

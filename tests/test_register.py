@@ -36,6 +36,15 @@ class Identity:
         return x
 
 
+class Strided:
+    """The image sampled at every 2nd voxel as its representation (factor 2): warping it on
+    the feature grid differs from representing the warped image."""
+    factor = 2
+
+    def __call__(self, x, modality):
+        return x[..., ::2, ::2, ::2]
+
+
 def _interior_epe(u: torch.Tensor, t, margin: int = 6) -> torch.Tensor:
     err = (u[0] - torch.tensor(t, dtype=u.dtype).view(3, 1, 1, 1)).norm(dim=0)
     return err[margin:-margin, margin:-margin, margin:-margin]
@@ -49,9 +58,9 @@ def _interior_epe(u: torch.Tensor, t, margin: int = 6) -> torch.Tensor:
 # wiggles by up to 2 %.
 @pytest.mark.parametrize("model, lam, n_strict, plateau, ratio, warp_space", [
     (Identity(), 1.0, 4, 1e-2, 0.2, "image"), ("mind", 10.0, 2, 1e-2, 0.2, "image"),
-    (Identity(), 1.0, 4, 1e-2, 0.2, "features"),
+    (Strided(), 1.0, 4, 1e-2, 0.2, "features"),
     (MindRepresentation(factor=2), 10.0, 1, 3e-2, 0.5, "features")],
-    ids=["image", "mind", "image-features", "mind2-features"])
+    ids=["image", "mind", "strided-features", "mind2-features"])
 def test_recovers_subvoxel_shift_and_ssd_falls(model, lam, n_strict, plateau, ratio, warp_space):
     fixed, moving = blobs(), blobs(shift=SHIFT)
     ssd, ks = [], []

@@ -127,12 +127,13 @@ def test_tracked_iteration_reaches_both_streams(warp_space):
         assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
 
 
-def test_train_loss_finite_weights_change(tmp_path):
+@pytest.mark.parametrize("warp_space", ["image", "features"])
+def test_train_loss_finite_weights_change(tmp_path, warp_space):
     model = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     logged = []
     model, losses = train_suits(model, _pairs(), log=lambda s, l: logged.append((s, l)),
-                                checkpoint=tmp_path / "ck.pt", **_kw(steps=3))
+                                checkpoint=tmp_path / "ck.pt", warp_space=warp_space, **_kw(steps=3))
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert all(l > 0 for l in losses)
     assert [s for s, _ in logged] == [1, 2, 3]
@@ -167,11 +168,16 @@ def test_resume_is_bitwise_identical(tmp_path, caplog):
     # a finished run resumed again does nothing
     again, again_losses = train_suits(_model(), _pairs(), checkpoint=ck, **_kw())
     assert again_losses == ref_losses
+    # a checkpoint of one warp_space is not resumed by the other
+    with pytest.raises(ValueError, match="warp_space"):
+        train_suits(_model(), _pairs(), checkpoint=ck, warp_space="features", **_kw())
 
 
 def test_bad_pairs():
     with pytest.raises(ValueError, match="no training pairs"):
         train_suits(_model(), [], progress=False)
+    with pytest.raises(ValueError, match="warp_space"):
+        train_suits(_model(), _pairs(), warp_space="labels", **_kw(steps=1))
     p = _pair(0)
     p["moving"] = p["moving"][..., :-1]
     with pytest.raises(ValueError, match="one grid"):

@@ -240,5 +240,16 @@ def test_warped_label_probability_equals_target_channel_of_warp_labels(shape):
     u2 = torch.randn(2, 3, *shape, generator=g, dtype=torch.float64)
     torch.testing.assert_close(warped_label_probability(lab, u2, tgt[:, 0]),
                                warp_labels(lab, u2, 4).gather(1, tgt.expand(2, -1, -1, -1, -1)).squeeze(1))
+    # one field against a batch of two label maps (the other broadcast)
+    lab2 = torch.cat([lab, torch.randint(0, 4, (1, 1, *shape), generator=g)])
+    full2 = warp_labels(lab2, u.detach(), 4).gather(1, tgt.expand(2, -1, -1, -1, -1)).squeeze(1)
+    torch.testing.assert_close(warped_label_probability(lab2, u.detach(), tgt), full2)
+    # float index maps are rounded like one_hot does
+    torch.testing.assert_close(warped_label_probability(lab.double() - 1e-7, u.detach(), tgt),
+                               fast.detach())
     with pytest.raises(ValueError, match="one grid"):
         warped_label_probability(lab, u, tgt[..., :-1])
+    with pytest.raises(ValueError, match="index map"):
+        warped_label_probability(one_hot(lab, 4), u, tgt)
+    with pytest.raises(ValueError, match="batch sizes"):
+        warped_label_probability(lab2, u2.detach(), torch.cat([tgt] * 3))

@@ -14,6 +14,11 @@ Eq. (2) of the paper: ``u^k = u^{k-1} + gamma * Δu^{k-1}``, ``u^0 = 0``. Every 
 ``R_fix`` is computed once. :func:`iterate` is the single iteration used both here (under
 ``torch.no_grad``) and, differentiably, by :mod:`suits.train`.
 
+That is the ``warp_space="image"`` reading (Fig. 1 of the paper, the default). With
+``warp_space="features"`` (Sec. 3.2: "warp the moving representation") steps 1-2 become: the
+moving image is represented once, and its representation is warped on the feature grid by
+``u^{k-1}`` brought there (step 3).
+
 A representation is anything ``rep(x, modality) -> (B, C, ceil(D/f), ceil(H/f), ceil(W/f))``
 with an integer attribute ``factor`` (default 1): a :class:`suits.featcnn.FeatCNN`, the string
 ``"mind"`` (:class:`MindRepresentation`, MIND-SSC on the image sampled at every ``f``-th voxel,
@@ -37,6 +42,7 @@ __all__ = [
     "MindRepresentation",
     "representation_ssd",
     "WARP_SPACES",
+    "check_warp_space",
 ]
 
 #: where the moving image is warped in every iteration (see :func:`register`)
@@ -68,6 +74,13 @@ class MindRepresentation:
 
     def __repr__(self) -> str:
         return f"MindRepresentation(factor={self.factor}, radius={self.radius}, dilation={self.dilation})"
+
+
+def check_warp_space(name: str) -> str:
+    """``name`` if it is one of :data:`WARP_SPACES`, else a ``ValueError``."""
+    if name not in WARP_SPACES:
+        raise ValueError(f"warp_space must be one of {WARP_SPACES}, got {name!r}")
+    return name
 
 
 def resolve_representation(model: Representation | str, factor: int = 4) -> Representation:
@@ -195,8 +208,7 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
     if fixed.shape[-3:] != moving.shape[-3:]:
         raise ValueError(f"fixed grid {tuple(fixed.shape[-3:])} != moving grid {tuple(moving.shape[-3:])}; "
                          "resample the moving image onto the fixed grid first")
-    if warp_space not in WARP_SPACES:
-        raise ValueError(f"warp_space must be one of {WARP_SPACES}, got {warp_space!r}")
+    check_warp_space(warp_space)
     rep = resolve_representation(model)
     factor = _factor(rep)
     dtype = fixed.dtype if fixed.is_floating_point() else torch.float32

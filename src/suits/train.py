@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from suits import checkpoint as ckpt
-from suits.register import WARP_SPACES, displacement_update, iterate, to_feature_grid
+from suits.register import check_warp_space, displacement_update, iterate, to_feature_grid
 from suits.warp import box_filter, box_filter_strided, one_hot, warp, warped_label_probability
 
 __all__ = ["train_suits", "draw_step", "label_representation", "label_iterations",
@@ -93,7 +93,7 @@ def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n:
     with torch.no_grad():
         represent = lambda x: label_representation(x, factor, label_smooth)  # noqa: E731
         r_fix = represent(fixed_onehot)
-        r_mov0 = represent(moving_onehot) if _warp_space(warp_space) == "features" else None
+        r_mov0 = represent(moving_onehot) if check_warp_space(warp_space) == "features" else None
         for _ in range(int(n)):
             if r_mov0 is None:
                 u, _ = iterate(r_fix, represent, moving_onehot, u, lam, gamma=gamma, factor=factor,
@@ -104,11 +104,6 @@ def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n:
                                         tol=tol)
     return u
 
-
-def _warp_space(name: str) -> str:
-    if name not in WARP_SPACES:
-        raise ValueError(f"warp_space must be one of {WARP_SPACES}, got {name!r}")
-    return name
 
 
 def tracked_iteration(model: Callable[[torch.Tensor, str], torch.Tensor], fixed: torch.Tensor,
@@ -123,7 +118,7 @@ def tracked_iteration(model: Callable[[torch.Tensor, str], torch.Tensor], fixed:
     u = u.detach()
     factor = int(getattr(model, "factor", 1))
     r_fix = model(fixed, fixed_modality)
-    if _warp_space(warp_space) == "features":
+    if check_warp_space(warp_space) == "features":
         r_mov = warp(model(moving, moving_modality), to_feature_grid(u, factor))
         return displacement_update(r_fix, r_mov, u, lam, gamma=gamma, factor=factor,
                                    smooth=smooth, solver=solver, tol=tol, grad_A=grad_A)
@@ -135,11 +130,14 @@ def tracked_iteration(model: Callable[[torch.Tensor, str], torch.Tensor], fixed:
 def guidance_loss(moving_labels: torch.Tensor, fixed_labels: torch.Tensor, u: torch.Tensor,
                   num_classes: int, eps: float = EPS) -> torch.Tensor:
     """Eq. (3): cross-entropy of the warped (trilinear, non one-hot) moving label probabilities
-    against the fixed index map: ``nll(log(p + eps), argmax S_fix)``, mean over voxels."""
-    # == F.nll_loss(torch.log(warp_labels(moving_labels, u, num_classes) + eps), target): only
-    # the target channel of the warped one-hot map enters the loss (suits.warp)
-    target = fixed_labels[:, 0] if fixed_labels.dim() == 5 else fixed_labels
-    return -torch.log(warped_label_probability(moving_labels, u, target) + eps).mean()
+    against the fixed index map: ``nll(log(p + eps), argmax S_fix)``, mean over voxels.
+
+    Equals ``F.nll_loss(torch.log(warp_labels(moving_labels, u, num_classes) + eps), target)``
+    but only the target class's channel of the warped one-hot map is formed
+    (:func:`suits.warp.warped_label_probability`), so ``num_classes`` does not enter the
+    computation (kept for the signature); labels are range-checked where the one-hot maps are
+    built (:func:`train_suits`)."""
+    return -torch.log(warped_label_probability(moving_labels, u, fixed_labels) + eps).mean()
 
 
 def infer_num_classes(pairs: Sequence[Mapping[str, torch.Tensor]]) -> int:
@@ -205,7 +203,7 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
     from tqdm.auto import tqdm
 
     _check_pairs(pairs)
-    _warp_space(warp_space)
+    check_warp_space(warp_space)
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
@@ -229,13 +227,17 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
         k_backs = [int(x) for x in extra.get("k_backs", [])][:start]
         if extra.get("seed", seed) != seed:
             logger.warning("checkpoint %s was written with seed %s, now %s", path, extra.get("seed"), seed)
+        if extra.get("warp_space", "image") != warp_space:
+            raise ValueError(f"{path}: checkpoint was trained with warp_space="
+                             f"{extra.get('warp_space', 'image')!r}, this run asks for {warp_space!r}; "
+                             "use the same warp_space or another checkpoint path")
         logger.info("resuming from step %d (%s)", start, path)
 
     def save(step: int) -> None:
         if path is not None:
             ckpt.save(path, step, model, opt, generator=gen.get_state(), losses=list(losses),
                       k_backs=list(k_backs), seed=seed, steps=steps, batch=batch, lr=lr, lam=lam,
-                      k_min=k_min, k_max=k_max, gamma=gamma, num_classes=K)
+                      k_min=k_min, k_max=k_max, gamma=gamma, num_classes=K, warp_space=warp_space)
 
     def prepare(i: int) -> dict[str, torch.Tensor]:
         p = pairs[i]

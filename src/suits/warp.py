@@ -131,26 +131,40 @@ def warped_label_probability(labels: torch.Tensor, u: torch.Tensor, target: torc
     (border clamp, ``align_corners=True``: the same points and weights as :func:`warp`), so it
     needs 8 gathers from the index map instead of ``K`` interpolated channels: the cost no
     longer grows with the number of classes, and the backward pass only touches the weights.
+    Values equal ``warp_labels``'s; so does the gradient w.r.t. ``u`` almost everywhere (on the
+    voxel lattice itself, where trilinear interpolation is not differentiable, the one-sided
+    derivative may differ from ``grid_sample``'s).
 
     Args:
-        labels: moving index map ``(B, 1, D, H, W)`` (integer valued; a batch of 1 is broadcast).
+        labels: moving index map ``(B, 1, D, H, W)`` or ``(B, D, H, W)`` (integer valued;
+            float maps are rounded).
         u: ``(B, 3, D, H, W)`` field in voxels.
         target: ``(B, 1, D, H, W)`` or ``(B, D, H, W)`` class per voxel (e.g. the fixed labels).
+        A batch of 1 in any of the three is broadcast over the others.
 
     Returns:
         ``(B, D, H, W)`` probabilities in ``[0, 1]`` (``u``'s dtype), differentiable w.r.t. ``u``.
     """
     _check_field(u)
     shape = tuple(int(n) for n in u.shape[-3:])
-    lab = labels[:, 0] if labels.dim() == 5 else labels
-    tgt = target[:, 0] if target.dim() == 5 else target
-    if tuple(lab.shape[-3:]) != shape or tuple(tgt.shape[-3:]) != shape:
-        raise ValueError(f"labels {tuple(lab.shape)}, target {tuple(tgt.shape)} and field "
-                         f"{tuple(u.shape)} must share one grid")
-    B = u.shape[0]
-    small = lab.dtype if lab.dtype in (torch.uint8, torch.int16, torch.int32) else torch.int32
-    lab = (lab.expand(B, *shape) if lab.shape[0] == 1 else lab).reshape(B, -1).to(small)
-    tgt = (tgt.expand(B, *shape) if tgt.shape[0] == 1 else tgt).to(small)
+
+    def index_map(x: torch.Tensor, name: str) -> torch.Tensor:
+        if x.dim() == 5:
+            if x.shape[1] != 1:
+                raise ValueError(f"{name} must be an index map (B, 1, D, H, W), got {tuple(x.shape)}")
+            x = x[:, 0]
+        if x.dim() != 4 or tuple(x.shape[-3:]) != shape:
+            raise ValueError(f"{name} {tuple(x.shape)} and field {tuple(u.shape)} must share one grid")
+        return (x.round() if x.is_floating_point() else x).to(torch.int32)
+
+    lab, tgt = index_map(labels, "labels"), index_map(target, "target")
+    B = max(u.shape[0], lab.shape[0], tgt.shape[0])
+    if any(n not in (1, B) for n in (u.shape[0], lab.shape[0], tgt.shape[0])):
+        raise ValueError(f"batch sizes differ: labels {lab.shape[0]}, target {tgt.shape[0]}, "
+                         f"field {u.shape[0]}")
+    u = u.expand(B, *u.shape[1:])
+    lab = lab.expand(B, *shape).reshape(B, -1)
+    tgt = tgt.expand(B, *shape)
     base, w0, w1 = None, [], []
     strides = (shape[1] * shape[2], shape[2], 1)
     for a in range(3):
