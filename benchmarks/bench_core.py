@@ -96,10 +96,7 @@ def _instrument(timers: _Timers) -> None:
     import suits.register as reg
 
     suits.diffusion.gauss_newton_step = timers.wrap("gauss_newton_step", suits.diffusion.gauss_newton_step)
-    import suits.train as train
-
     reg.warp = timers.wrap("warp", reg.warp)
-    train.warp = timers.wrap("warp (training, feature grid)", train.warp)
     reg.to_image_grid = timers.wrap("upsample + box filter", reg.to_image_grid)
     reg.to_feature_grid = timers.wrap("field to feature grid", reg.to_feature_grid)
 

@@ -154,20 +154,26 @@ def displacement_update(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tenso
 def iterate(r_fix: torch.Tensor, represent: Callable[[torch.Tensor], torch.Tensor],
             moving: torch.Tensor, u: torch.Tensor, lam: float, gamma: float = 1.0,
             factor: int = 1, smooth: int = 5, solver: object | None = None, tol: float = 1e-6,
-            grad_A: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+            grad_A: bool = False, warp_space: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
     """One iteration of Eq. (2): warp ``moving`` by ``u``, represent it, update ``u``.
 
     Args:
         r_fix: fixed representation on the feature grid.
         represent: maps the warped moving volume ``(B, C, D, H, W)`` to its representation.
-        moving: moving volume on the image grid (grey values, or one-hot labels in training).
+        moving: ``warp_space="image"``: the moving volume on the image grid (grey values, or
+            one-hot labels in training), warped by ``u`` and then represented;
+            ``"features"``: the moving *representation* on the feature grid, warped there by
+            ``u`` brought to it (:func:`to_feature_grid`); ``represent`` is not applied.
         u: ``u^{k-1}`` on the image grid.
         others: see :func:`displacement_update`.
 
     Returns:
         ``(u^k, R_mov^{k-1})``.
     """
-    r_mov = represent(warp(moving, u))
+    if check_warp_space(warp_space) == "features":
+        r_mov = warp(moving, to_feature_grid(u, factor))
+    else:
+        r_mov = represent(warp(moving, u))
     return displacement_update(r_fix, r_mov, u, lam, gamma=gamma, factor=factor, smooth=smooth,
                                solver=solver, tol=tol, grad_A=grad_A), r_mov
 
@@ -218,16 +224,12 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
     u = torch.zeros((batch, 3, *fixed.shape[-3:]), device=fixed.device, dtype=dtype)
     with torch.no_grad():
         r_fix = rep(fixed, fixed_modality)
-        r_mov0 = rep(moving, moving_modality) if warp_space == "features" else None
+        # what is warped every iteration: the image, or its representation computed once
+        source = rep(moving, moving_modality) if warp_space == "features" else moving
         for k in range(1, int(iterations) + 1):
-            if r_mov0 is None:
-                u, r_mov = iterate(r_fix, lambda x: rep(x, moving_modality), moving, u, lam,
-                                   gamma=gamma, factor=factor, smooth=smooth, solver=solver,
-                                   tol=tol)
-            else:
-                r_mov = warp(r_mov0, to_feature_grid(u, factor))
-                u = displacement_update(r_fix, r_mov, u, lam, gamma=gamma, factor=factor,
-                                        smooth=smooth, solver=solver, tol=tol)
+            u, r_mov = iterate(r_fix, lambda x: rep(x, moving_modality), source, u, lam,
+                               gamma=gamma, factor=factor, smooth=smooth, solver=solver, tol=tol,
+                               warp_space=warp_space)
             if callback is not None:
                 callback(k, u, representation_ssd(r_fix, r_mov))
     return u

@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from suits import checkpoint as ckpt
-from suits.register import check_warp_space, displacement_update, iterate, to_feature_grid
-from suits.warp import box_filter, box_filter_strided, one_hot, warp, warped_label_probability
+from suits.register import check_warp_space, iterate
+from suits.warp import box_filter, box_filter_strided, one_hot, warped_label_probability
 
 __all__ = ["train_suits", "draw_step", "label_representation", "label_iterations",
            "tracked_iteration", "guidance_loss", "infer_num_classes"]
@@ -93,17 +93,11 @@ def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n:
     with torch.no_grad():
         represent = lambda x: label_representation(x, factor, label_smooth)  # noqa: E731
         r_fix = represent(fixed_onehot)
-        r_mov0 = represent(moving_onehot) if check_warp_space(warp_space) == "features" else None
+        source = represent(moving_onehot) if check_warp_space(warp_space) == "features" else moving_onehot
         for _ in range(int(n)):
-            if r_mov0 is None:
-                u, _ = iterate(r_fix, represent, moving_onehot, u, lam, gamma=gamma, factor=factor,
-                               smooth=smooth, solver=solver, tol=tol)
-            else:
-                u = displacement_update(r_fix, warp(r_mov0, to_feature_grid(u, factor)), u, lam,
-                                        gamma=gamma, factor=factor, smooth=smooth, solver=solver,
-                                        tol=tol)
+            u, _ = iterate(r_fix, represent, source, u, lam, gamma=gamma, factor=factor,
+                           smooth=smooth, solver=solver, tol=tol, warp_space=warp_space)
     return u
-
 
 
 def tracked_iteration(model: Callable[[torch.Tensor, str], torch.Tensor], fixed: torch.Tensor,
@@ -116,14 +110,11 @@ def tracked_iteration(model: Callable[[torch.Tensor, str], torch.Tensor], fixed:
     ``warp_space="features"``: the features of the moving image, warped on the feature grid);
     returns ``u^{k_back}`` (differentiable w.r.t. the model weights)."""
     u = u.detach()
-    factor = int(getattr(model, "factor", 1))
     r_fix = model(fixed, fixed_modality)
-    if check_warp_space(warp_space) == "features":
-        r_mov = warp(model(moving, moving_modality), to_feature_grid(u, factor))
-        return displacement_update(r_fix, r_mov, u, lam, gamma=gamma, factor=factor,
-                                   smooth=smooth, solver=solver, tol=tol, grad_A=grad_A)
-    u_new, _ = iterate(r_fix, lambda x: model(x, moving_modality), moving, u, lam, gamma=gamma,
-                       factor=factor, smooth=smooth, solver=solver, tol=tol, grad_A=grad_A)
+    source = model(moving, moving_modality) if check_warp_space(warp_space) == "features" else moving
+    u_new, _ = iterate(r_fix, lambda x: model(x, moving_modality), source, u, lam, gamma=gamma,
+                       factor=int(getattr(model, "factor", 1)), smooth=smooth, solver=solver,
+                       tol=tol, grad_A=grad_A, warp_space=warp_space)
     return u_new
 
 
