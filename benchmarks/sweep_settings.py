@@ -41,6 +41,38 @@ def mean_dice(fixed: np.ndarray, warped: np.ndarray, labels: list[int]) -> float
     return float(np.nanmean(list(dice(fixed, warped, labels).values())))
 
 
+def load_pairs(results: Path, which: str = "train_pairs", n: int | None = None) -> list[tuple]:
+    """``(fixed, moving, fixed_labels, moving_labels, fixed_affine)`` of the ``which`` pairs
+    (``"train_pairs"`` or ``"test_pairs"`` of ``split.json``; the first fold of a k-fold run)
+    of a finished run, read from ``aligned/``; ``n``: that many, evenly spaced."""
+    split = json.loads((results / "split.json").read_text())
+    split = next(iter(split.values())) if "train_pairs" not in split else split
+    names = split[which]
+    if n is not None:
+        names = names[:: max(1, len(names) // max(1, n))][:n]
+    aligned = results / "aligned"
+    pairs = []
+    for name in names:
+        moving, fixed = name.split("__to__")
+        f, fa = load_volume(aligned / f"{fixed}_image.nii.gz")
+        m, _ = load_volume(aligned / f"{moving}_image.nii.gz")
+        fl, _ = load_labels(aligned / f"{fixed}_label.nii.gz")
+        ml, _ = load_labels(aligned / f"{moving}_label.nii.gz")
+        pairs.append((f, m, fl, ml, np.asarray(fa)))
+    return pairs
+
+
+def mean_pair_dice(pairs: list[tuple], field_of) -> float:
+    """Mean over ``pairs`` of the mean organ Dice after warping the moving labels by
+    ``field_of(fixed, moving, fixed_affine)`` (labels: those of the first fixed map)."""
+    labels = sorted(int(v) for v in np.unique(pairs[0][2]) if v > 0)
+    out = []
+    for f, m, fl, ml, fa in pairs:
+        w = warp_labels(ml.long(), field_of(f, m, fa), max(labels) + 1).argmax(1)[0].numpy()
+        out.append(mean_dice(fl[0, 0].numpy(), w, labels))
+    return float(np.mean(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", type=Path, help="results/<dataset> of a run (split.json, aligned/)")
@@ -54,30 +86,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    split = json.loads((args.results / "split.json").read_text())
-    split = next(iter(split.values())) if "train_pairs" not in split else split
-    names = split["train_pairs"]
-    step = max(1, len(names) // max(1, args.pairs))
-    names = names[::step][: args.pairs]
-    aligned = args.results / "aligned"
-    pairs = []
-    for name in names:
-        moving, fixed = name.split("__to__")
-        f, fa = load_volume(aligned / f"{fixed}_image.nii.gz")
-        m, _ = load_volume(aligned / f"{moving}_image.nii.gz")
-        fl, _ = load_labels(aligned / f"{fixed}_label.nii.gz")
-        ml, _ = load_labels(aligned / f"{moving}_label.nii.gz")
-        pairs.append((f, m, fl, ml, np.asarray(fa)))
-    labels = sorted(int(v) for v in np.unique(pairs[0][2]) if v > 0)
-    num_classes = max(labels) + 1
+    pairs = load_pairs(args.results, "train_pairs", args.pairs)
 
     def score(field_of) -> tuple[float, float]:
-        t0, out = time.perf_counter(), []
-        for f, m, fl, ml, fa in pairs:
-            u = field_of(f, m, fa)
-            w = warp_labels(ml.long(), u, num_classes).argmax(1)[0].numpy()
-            out.append(mean_dice(fl[0, 0].numpy(), w, labels))
-        return float(np.mean(out)), (time.perf_counter() - t0) / len(pairs)
+        t0 = time.perf_counter()
+        return mean_pair_dice(pairs, field_of), (time.perf_counter() - t0) / len(pairs)
 
     rows = [("initial", score(lambda f, m, fa: torch.zeros(1, 3, *f.shape[-3:])))]
     print(f"{len(pairs)} training pairs of {args.results}; mean organ Dice", flush=True)

@@ -1,0 +1,143 @@
+"""Repeat the baseline and ``warp_space`` trials of ``docs/reproduction-notes.md`` on a finished
+run (``results/<dataset>/``: ``split.json``, ``aligned/``, ``models/``), scored like
+``sweep_settings.py`` (mean organ Dice over pairs, moving labels warped by each field).
+
+Sub-commands (``--pairs n`` scores ``n`` evenly spaced pairs; ``--test`` also scores the test
+pairs where a model is trained)::
+
+    # SimpleElastix-MI parameter-map overrides, one JSON object per candidate
+    .venv/bin/python benchmarks/baseline_trials.py elastix results/phantom --pairs 6 \\
+        '{"Metric1Weight": 3000, "NumberOfHistogramBins": 64}' '{"MaximumStepLength": 0.5}'
+    # VoxelMorph-MIND trained on all training pairs
+    .venv/bin/python benchmarks/baseline_trials.py voxelmorph results/phantom --iterations 300 \\
+        --lr 1e-3 --reg-weight 1 --test
+    # the VoxelMorph-MIND loss minimised directly over a free field per pair (what the
+    # objective can reach without a network)
+    .venv/bin/python benchmarks/baseline_trials.py objective results/phantom --pairs 3 \\
+        --reg-weight 0.1 1 10
+    # warp_space image vs features with MIND-SSC and the run's FeatCNNs
+    .venv/bin/python benchmarks/baseline_trials.py warp-space results/phantom --lam 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import suits  # noqa: F401  (OpenMP wait policy before torch)
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_settings import load_pairs, mean_pair_dice  # noqa: E402
+
+
+def zero(f, m, fa):
+    return torch.zeros(1, 3, *f.shape[-3:])
+
+
+def cmd_elastix(args, pairs) -> None:
+    from baselines.elastix_mi import register as elastix
+    from baselines.elastix_params import parameter_map
+
+    for text in args.overrides:
+        pm = parameter_map(json.loads(text))
+        t0 = time.perf_counter()
+        d = mean_pair_dice(pairs, lambda f, m, fa: elastix(f[0, 0].numpy(), m[0, 0].numpy(), fa, fa,
+                                                           pm, threads=args.threads))
+        print(f"  elastix {text}  {d:.4f}   ({(time.perf_counter() - t0) / len(pairs):.1f} s/pair)",
+              flush=True)
+
+
+def cmd_voxelmorph(args, pairs) -> None:
+    from baselines import voxelmorph_mind as vm
+
+    t0 = time.perf_counter()
+    model = vm.train([(f, m) for f, m, *_ in pairs], args.iterations, lr=args.lr,
+                     reg_weight=args.reg_weight, progress=False, seed=args.seed)
+    seconds = (time.perf_counter() - t0) / args.iterations
+    field = lambda f, m, fa: vm.register(model, f, m)  # noqa: E731
+    print(f"  voxelmorph {args.iterations} it lr {args.lr:g} reg {args.reg_weight:g}: train "
+          f"{mean_pair_dice(pairs, field):.4f} ({seconds:.2f} s/it, loss "
+          f"{sum(model.losses[:10]) / 10:.5f} -> {sum(model.losses[-10:]) / 10:.5f})", flush=True)
+    if args.test:
+        test = load_pairs(args.results, "test_pairs")
+        print(f"  test pairs: initial {mean_pair_dice(test, zero):.4f}, voxelmorph "
+              f"{mean_pair_dice(test, field):.4f}", flush=True)
+
+
+def cmd_objective(args, pairs) -> None:
+    from baselines.voxelmorph_mind import diffusion_loss, mind_loss
+    from suits.mind import mind_ssc
+    from suits.warp import warp
+
+    def optimise(reg):
+        def field(f, m, fa):
+            target = mind_ssc(f)
+            u = torch.zeros(1, 3, *f.shape[-3:], requires_grad=True)
+            opt = torch.optim.Adam([u], lr=args.lr)
+            for _ in range(args.iterations):
+                loss = mind_loss(warp(m, u), target) + reg * diffusion_loss(u)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            return u.detach()
+        return field
+
+    for reg in args.reg_weight:
+        print(f"  objective reg {reg:g} (Adam lr {args.lr:g}, {args.iterations} steps): "
+              f"{mean_pair_dice(pairs, optimise(reg)):.4f}", flush=True)
+
+
+def cmd_warp_space(args, pairs) -> None:
+    from suits.cli import load_model
+    from suits.register import MindRepresentation, register
+
+    models = {"mind_ssc": MindRepresentation(factor=args.factor)}
+    for name in ("featcnn_pretrained", "featcnn_suits"):
+        path = args.results / "models" / f"{name}.pt"
+        if path.exists():
+            models[name] = load_model(path)
+    for name, rep in models.items():
+        for space in ("image", "features"):
+            t0 = time.perf_counter()
+            d = mean_pair_dice(pairs, lambda f, m, fa: register(f, m, rep, iterations=15, lam=args.lam,
+                                                                warp_space=space))
+            print(f"  {name} {space}: {d:.4f}   ({(time.perf_counter() - t0) / len(pairs):.1f} s/pair)",
+                  flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("results", type=Path, help="results/<dataset> of a finished run")
+    common.add_argument("--pairs", type=int, default=None, help="training pairs scored (default all)")
+    common.add_argument("--threads", type=int, default=2)
+    e = sub.add_parser("elastix", parents=[common])
+    e.add_argument("overrides", nargs="+", help="JSON parameter-map overrides, one per candidate")
+    v = sub.add_parser("voxelmorph", parents=[common])
+    v.add_argument("--iterations", type=int, default=300)
+    v.add_argument("--lr", type=float, default=1e-3)
+    v.add_argument("--reg-weight", type=float, default=1.0)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--test", action="store_true", help="also score the test pairs")
+    o = sub.add_parser("objective", parents=[common])
+    o.add_argument("--reg-weight", type=float, nargs="+", default=[0.1, 1.0, 10.0])
+    o.add_argument("--lr", type=float, default=0.05)
+    o.add_argument("--iterations", type=int, default=200)
+    w = sub.add_parser("warp-space", parents=[common])
+    w.add_argument("--lam", type=float, default=2.0)
+    w.add_argument("--factor", type=int, default=2, help="MIND-SSC feature grid factor")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    pairs = load_pairs(args.results, "train_pairs", args.pairs)
+    print(f"{len(pairs)} training pairs of {args.results}; mean organ Dice; "
+          f"initial {mean_pair_dice(pairs, zero):.4f}", flush=True)
+    {"elastix": cmd_elastix, "voxelmorph": cmd_voxelmorph, "objective": cmd_objective,
+     "warp-space": cmd_warp_space}[args.command](args, pairs)
+
+
+if __name__ == "__main__":
+    main()
