@@ -21,7 +21,7 @@ With both ``train-k1`` and ``train-worst`` the mean step time over ``k_back`` un
 Usage::
 
     .venv/bin/python benchmarks/bench_core.py [--size 138 187 192] [--threads 2] [--only register]
-        [--omp-wait-policy passive|active] [--warp-space image|features]
+        [--omp-wait-policy passive|active] [--huge-pages on|off] [--warp-space image|features]
 
 Peak memory (ru_maxrss) includes the Python interpreter and torch (~0.3-0.4 GB). Wall time
 depends on the load of the machine (printed); "CPU" is the process CPU time (user + system,
@@ -195,6 +195,9 @@ def main(argv=None) -> int:
     p.add_argument("--omp-wait-policy", choices=("passive", "active"), default="passive",
                    help="OMP_WAIT_POLICY of the measured processes (passive: what importing suits "
                         "sets by default; active: OpenMP's spinning default)")
+    p.add_argument("--huge-pages", choices=("on", "off"), default="on",
+                   help="THP_MEM_ALLOC_ENABLE of the measured processes (on: what importing suits "
+                        "sets by default; off: torch's default 4 KB pages)")
     p.add_argument("--warp-space", choices=("image", "features"), default="image",
                    help="suits.register / suits.train warp_space: warp the moving image on the image "
                         "grid every iteration (one FeatCNN pass each) or its features on the feature grid")
@@ -211,10 +214,11 @@ def main(argv=None) -> int:
         return 0
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               OMP_WAIT_POLICY=args.omp_wait_policy.upper())
+               OMP_WAIT_POLICY=args.omp_wait_policy.upper(),
+               THP_MEM_ALLOC_ENABLE="1" if args.huge_pages == "on" else "0")
     print(f"# bench_core: size {tuple(args.size)}, threads {args.threads}, iterations {args.iterations}, "
           f"solver {args.solver or 'default'}, warp_space {args.warp_space}, "
-          f"OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}; "
+          f"OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}, THP_MEM_ALLOC_ENABLE={env['THP_MEM_ALLOC_ENABLE']}; "
           f"one fresh process per measurement; load {_load()}")
     records = []
     for which in args.only:

@@ -167,9 +167,11 @@ class Block:
             raise ImportError(f"blocked {name}")
 sys.meta_path.insert(0, Block())
 os.environ.pop("OMP_WAIT_POLICY", None)
+os.environ.pop("THP_MEM_ALLOC_ENABLE", None)
 import suits
 assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-for m in ("mind", "featcnn", "warp", "amg", "diffusion", "register", "pretrain", "train",
+assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+for m in ("mind", "featcnn", "norm", "warp", "amg", "diffusion", "register", "pretrain", "train",
           "checkpoint", "io", "cli"):
     importlib.import_module("suits." + m)
 assert not [k for k in sys.modules if k.split(".")[0] in BLOCKED]
@@ -182,6 +184,8 @@ print("ok")
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
-    env_code = "import os; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'; import suits; print(os.environ['OMP_WAIT_POLICY'])"
+    env_code = ("import os; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'; "
+                "os.environ['THP_MEM_ALLOC_ENABLE'] = '0'; import suits; "
+                "print(os.environ['OMP_WAIT_POLICY'], os.environ['THP_MEM_ALLOC_ENABLE'])")
     r = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True, timeout=300)
-    assert r.stdout.strip() == "ACTIVE", r.stderr[-2000:]
+    assert r.stdout.strip() == "ACTIVE 0", r.stderr[-2000:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from suits.featcnn import FeatCNN, feature_shape
 
@@ -80,30 +81,62 @@ def test_train_and_eval_identical_and_device():
     assert next(model.parameters()).device.type == "cpu"
 
 
-def test_relu_in_place_only_without_autograd_same_values_and_gradients():
-    """The ReLUs act in place only when autograd does not record them (no CopySlices nodes in
-    training); the values are those of a plain ReLU and gradcheck holds in float64."""
+def _reference(model, x, modality):
+    """Table 1 written out with torch.nn.functional: conv, instance norm, ReLU; sigmoid last."""
+    convs = _convs(model, modality)
+    norms = [m for m in list(model.stems[modality].modules()) + list(model.shared.modules())
+             if isinstance(m, nn.InstanceNorm3d)]
+    for i, c in enumerate(convs):
+        x = F.conv3d(x, c.weight, c.bias, c.stride, c.padding, c.dilation)
+        if i < 4:
+            x = torch.relu(F.instance_norm(x, weight=norms[i].weight, bias=norms[i].bias,
+                                           eps=norms[i].eps))
+    return torch.sigmoid(x)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("factor", [2, 4])
+def test_forward_and_gradients_equal_the_plain_formula(channels_last, factor):
+    """Fused instance norm + ReLU (suits.norm) and channels-last memory change nothing but
+    float rounding: values with and without autograd, parameter gradients, gradcheck."""
     torch.manual_seed(0)
-    model = FeatCNN().double()
-    x = torch.randn(1, 1, 9, 8, 7, dtype=torch.float64)
+    model = FeatCNN(downsample=factor, channels_last=channels_last).double()
     with torch.no_grad():
-        ref = model.shared(model.stems["ct"](x))
+        for p in model.parameters():           # non-trivial norm scales/shifts and conv biases
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(2, 1, 11, 9, 8, dtype=torch.float64)
+    ref = _reference(model, x, "ct")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, "ct"), ref, rtol=1e-12, atol=1e-12)
     y = model(x, "ct")
-    torch.testing.assert_close(y, ref, rtol=0, atol=0)
-
-    def names(fn):
-        out, seen, stack = [], set(), [fn]
-        while stack:
-            f = stack.pop()
-            if f is None or f in seen:
-                continue
-            seen.add(f)
-            out.append(type(f).__name__)
-            stack.extend(g for g, _ in f.next_functions)
-        return out
-
-    graph = names(y.grad_fn)
-    assert "ReluBackward0" in graph and "CopySlices" not in graph
-    small = FeatCNN(downsample=2).double()
+    assert y.is_contiguous()
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    w = torch.rand_like(ref)
+    grads = torch.autograd.grad((y * w).sum(), list(model.parameters()), allow_unused=True)
+    ref_grads = torch.autograd.grad((_reference(model, x, "ct") * w).sum(),
+                                    list(model.parameters()), allow_unused=True)
+    for (name, _), g, r in zip(model.named_parameters(), grads, ref_grads):
+        if r is None:
+            assert g is None, name                # the other modality's stem
+        elif name.endswith("0.bias") and "." in name:
+            torch.testing.assert_close(g, r, rtol=0, atol=1e-9)   # conv bias before a norm: ~0
+        else:
+            torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-11, msg=name)
+    small = FeatCNN(downsample=2, channels_last=channels_last).double()
     xs = torch.randn(1, 1, 5, 4, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: small(t, "mr"), (xs,), eps=1e-6, atol=1e-5)
+
+
+def test_channels_last_parameters_and_state_dict_compatible():
+    """Channels-last is a layout only: the state dict keys and values are those of the
+    contiguous model, and either loads into the other."""
+    a = FeatCNN(channels_last=True)
+    b = FeatCNN(channels_last=False)
+    conv = a.stems["ct"][1][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last_3d) and not conv.is_contiguous()
+    assert b.stems["ct"][1][0].weight.is_contiguous()
+    assert list(a.state_dict()) == list(b.state_dict())
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 1, 12, 10, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x, "mr"), b(x, "mr"), rtol=1e-5, atol=1e-6)
