@@ -17,6 +17,11 @@ pairs where a model is trained)::
         --reg-weight 0.1 1 10
     # warp_space image vs features with MIND-SSC and the run's FeatCNNs
     .venv/bin/python benchmarks/baseline_trials.py warp-space results/phantom --lam 2
+    # why SimpleElastix-MI cannot gain on the phantom: a patient's CT registered to its own MR
+    # (ideal field zero): drift, Dice, full-image Mattes MI at the truth vs at elastix's result,
+    # and where the CT organs fall in a 32-bin histogram (no finished run needed)
+    .venv/bin/python benchmarks/baseline_trials.py drift '{"Metric1Weight": 1}' \
+        '{"Metric1Weight": 3000}' --seeds 0 6
 """
 from __future__ import annotations
 
@@ -108,6 +113,59 @@ def cmd_warp_space(args, pairs) -> None:
                   flush=True)
 
 
+def mattes_mi(fixed, moving, affine, bins: int = 32) -> float:
+    """Full-image Mattes mutual information (SimpleITK, every voxel, higher = more similar)."""
+    import SimpleITK as sitk
+
+    from baselines.elastix_mi import to_sitk
+
+    r = sitk.ImageRegistrationMethod()
+    r.SetMetricAsMattesMutualInformation(bins)
+    r.SetMetricSamplingStrategy(r.NONE)
+    r.SetInterpolator(sitk.sitkLinear)
+    r.SetInitialTransform(sitk.Transform(3, sitk.sitkIdentity))
+    return -r.MetricEvaluate(to_sitk(fixed, affine), to_sitk(moving, affine))
+
+
+def cmd_drift(args) -> None:
+    import numpy as np
+
+    from baselines.elastix_mi import register as elastix
+    from baselines.elastix_params import parameter_map
+    from suits.warp import warp, warp_labels
+    from suitsbench import phantom
+    from suitsbench.metrics import dice
+    from suitsbench.preprocess import normalise_image
+
+    organs = sorted(phantom.LABELS)
+    for text in args.overrides:
+        pm = parameter_map(json.loads(text))
+        rows = []
+        for seed in args.seeds:
+            geom = phantom.make_geometry(seed, args.shape, args.spacing)
+            ct, lab, aff = phantom.render(geom, "ct")
+            mr = phantom.render(geom, "mr")[0]
+            f, m = normalise_image(mr), normalise_image(ct)
+            if text == args.overrides[0]:
+                lo, width = float(m.min()), float(m.max() - m.min()) / (32 - 4)   # elastix's bins
+                where = {phantom.LABELS[k]: round(float(np.median((m[lab == k] - lo) / width)), 1)
+                         for k in organs}
+                where["fat"] = round(float((np.median(m[(ct > -300) & (ct < -50)]) - lo) / width), 1)
+                print(f"  seed {seed}: CT organs at 32-bin histogram index {where}", flush=True)
+            u = elastix(f, m, aff, aff, pm, threads=args.threads)
+            body = ct > -500
+            mag = torch.linalg.vector_norm(u[0], dim=0).numpy()
+            warped = warp_labels(torch.from_numpy(lab.astype(np.int64))[None, None], u,
+                                 len(organs) + 1).argmax(1)[0].numpy()
+            mw = warp(torch.from_numpy(m)[None, None], u)[0, 0].numpy()
+            rows.append((float(mag[body].mean()), float(np.nanmean(list(dice(warped, lab, organs).values()))),
+                         mattes_mi(f, m, aff), mattes_mi(f, mw, aff)))
+        r = np.array(rows)
+        print(f"  elastix {text}: mean |u| in the body {r[:, 0].mean():.2f} voxels, Dice to the truth "
+              f"{r[:, 1].mean():.3f}, full-image MI at the truth {r[:, 2].mean():.4f} -> at the "
+              f"result {r[:, 3].mean():.4f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -130,8 +188,16 @@ def main() -> None:
     w = sub.add_parser("warp-space", parents=[common])
     w.add_argument("--lam", type=float, default=2.0)
     w.add_argument("--factor", type=int, default=2, help="MIND-SSC feature grid factor")
+    d = sub.add_parser("drift", help="same-patient CT -> MR phantom registrations")
+    d.add_argument("overrides", nargs="+", help="JSON parameter-map overrides, one per candidate")
+    d.add_argument("--seeds", type=int, nargs="+", default=[0, 6], help="phantom patients")
+    d.add_argument("--shape", type=int, nargs=3, default=[80, 64, 64])
+    d.add_argument("--spacing", type=float, default=2.0)
+    d.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.command == "drift":
+        return cmd_drift(args)
     pairs = load_pairs(args.results, "train_pairs", args.pairs)
     print(f"{len(pairs)} training pairs of {args.results}; mean organ Dice; "
           f"initial {mean_pair_dice(pairs, zero):.4f}", flush=True)
