@@ -23,22 +23,31 @@ from torch import nn
 __all__ = ["instance_norm_relu", "InstanceNormReLU3d"]
 
 
+def _format(x: torch.Tensor) -> torch.memory_format:
+    """``channels_last_3d`` for a 5-D tensor laid out that way (and not also contiguous)."""
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) \
+            and not x.is_contiguous():
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
 def _bnc(x: torch.Tensor) -> torch.Tensor:
     """A ``(B, N, C)`` view of a ``(B, C, *spatial)`` tensor (no copy for the usual formats)."""
     B, C = x.shape[:2]
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+    if _format(x) == torch.channels_last_3d:
         return x.permute(0, 2, 3, 4, 1).reshape(B, -1, C)
     return x.reshape(B, C, -1).transpose(1, 2)
 
 
-def _sums(a: torch.Tensor, b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-(batch, channel) ``sum a`` and ``sum a * b`` (``b = a`` when ``None``), ``(B, C)``."""
-    A = _bnc(a)
-    Bm = A if b is None else _bnc(b)
-    ones = A.new_ones(A.shape[0], 1, A.shape[1])
-    s1 = torch.bmm(ones, A)[:, 0]
-    s2 = torch.diagonal(torch.bmm(A.transpose(1, 2), Bm), dim1=1, dim2=2)
-    return s1, s2
+def _channel_sum(x: torch.Tensor) -> torch.Tensor:
+    """``sum x`` per batch and channel, ``(B, C)``, as a matrix product (one pass)."""
+    X = _bnc(x)
+    return torch.bmm(X.new_ones(X.shape[0], 1, X.shape[1]), X)[:, 0]
+
+
+def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum a * b`` per batch and channel, ``(B, C)``: the diagonal of ``A^T B`` over voxels."""
+    return torch.diagonal(torch.bmm(_bnc(a).transpose(1, 2), _bnc(b)), dim1=1, dim2=2)
 
 
 def _expand(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -51,10 +60,9 @@ def _affine_coefficients(x, weight, bias, eps):
     Two passes (mean, then the squares of the centred values), so the variance keeps its
     precision when a channel's mean is far above its spread."""
     n = x[0, 0].numel()
-    X = _bnc(x)
-    mean = torch.bmm(X.new_ones(X.shape[0], 1, X.shape[1]), X)[:, 0] / n
-    d = _bnc(x - _expand(mean, x))
-    var = torch.diagonal(torch.bmm(d.transpose(1, 2), d), dim1=1, dim2=2) / n
+    mean = _channel_sum(x) / n
+    d = x - _expand(mean, x)
+    var = _channel_dot(d, d) / n
     del d
     rstd = torch.rsqrt(var + eps)
     scale = rstd if weight is None else rstd * weight
@@ -78,7 +86,7 @@ class _InstanceNormReLU(torch.autograd.Function):
         n = x[0, 0].numel()
         gz = torch.ops.aten.threshold_backward(g, y, 0)                  # through the ReLU
         gz = gz.contiguous(memory_format=_format(x))
-        sg, sgx = _sums(gz, x)                                   # sum gz, sum gz * x
+        sg, sgx = _channel_sum(gz), _channel_dot(gz, x)          # sum gz, sum gz * x
         sgxhat = rstd * (sgx - mean * sg)                        # sum gz * xhat
         a = rstd if weight is None else rstd * weight
         k = sgxhat / n
@@ -90,13 +98,6 @@ class _InstanceNormReLU(torch.autograd.Function):
         gw = sgxhat.sum(0) if weight is not None and ctx.needs_input_grad[1] else None
         gb = sg.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None
-
-
-def _format(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) \
-            and not x.is_contiguous():
-        return torch.channels_last_3d
-    return torch.contiguous_format
 
 
 def instance_norm_relu(x: torch.Tensor, weight: torch.Tensor | None = None,
