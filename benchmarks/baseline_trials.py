@@ -35,7 +35,7 @@ import suits  # noqa: F401  (OpenMP wait policy before torch)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_settings import load_pairs, mean_pair_dice  # noqa: E402
+from sweep_settings import load_pairs, mean_dice, mean_pair_dice  # noqa: E402
 
 
 def zero(f, m, fa):
@@ -134,32 +134,31 @@ def cmd_drift(args) -> None:
     from baselines.elastix_params import parameter_map
     from suits.warp import warp, warp_labels
     from suitsbench import phantom
-    from suitsbench.metrics import dice
     from suitsbench.preprocess import normalise_image
 
     organs = sorted(phantom.LABELS)
+    patients = []
+    for seed in args.seeds:
+        geom = phantom.make_geometry(seed, args.shape, args.spacing)
+        ct, lab, aff = phantom.render(geom, "ct")
+        f, m = normalise_image(phantom.render(geom, "mr")[0]), normalise_image(ct)
+        lo, width = float(m.min()), float(m.max() - m.min()) / (32 - 4)   # elastix's bins
+        where = {phantom.LABELS[k]: round(float(np.median((m[lab == k] - lo) / width)), 1)
+                 for k in organs}
+        where["fat"] = round(float((np.median(m[(ct > -300) & (ct < -50)]) - lo) / width), 1)
+        print(f"  seed {seed}: CT organs at 32-bin histogram index {where}", flush=True)
+        patients.append((f, m, lab, aff, ct > -500, mattes_mi(f, m, aff)))
     for text in args.overrides:
         pm = parameter_map(json.loads(text))
         rows = []
-        for seed in args.seeds:
-            geom = phantom.make_geometry(seed, args.shape, args.spacing)
-            ct, lab, aff = phantom.render(geom, "ct")
-            mr = phantom.render(geom, "mr")[0]
-            f, m = normalise_image(mr), normalise_image(ct)
-            if text == args.overrides[0]:
-                lo, width = float(m.min()), float(m.max() - m.min()) / (32 - 4)   # elastix's bins
-                where = {phantom.LABELS[k]: round(float(np.median((m[lab == k] - lo) / width)), 1)
-                         for k in organs}
-                where["fat"] = round(float((np.median(m[(ct > -300) & (ct < -50)]) - lo) / width), 1)
-                print(f"  seed {seed}: CT organs at 32-bin histogram index {where}", flush=True)
+        for f, m, lab, aff, body, mi_truth in patients:
             u = elastix(f, m, aff, aff, pm, threads=args.threads)
-            body = ct > -500
             mag = torch.linalg.vector_norm(u[0], dim=0).numpy()
             warped = warp_labels(torch.from_numpy(lab.astype(np.int64))[None, None], u,
                                  len(organs) + 1).argmax(1)[0].numpy()
             mw = warp(torch.from_numpy(m)[None, None], u)[0, 0].numpy()
-            rows.append((float(mag[body].mean()), float(np.nanmean(list(dice(warped, lab, organs).values()))),
-                         mattes_mi(f, m, aff), mattes_mi(f, mw, aff)))
+            rows.append((float(mag[body].mean()), mean_dice(lab, warped, organs), mi_truth,
+                         mattes_mi(f, mw, aff)))
         r = np.array(rows)
         print(f"  elastix {text}: mean |u| in the body {r[:, 0].mean():.2f} voxels, Dice to the truth "
               f"{r[:, 1].mean():.3f}, full-image MI at the truth {r[:, 2].mean():.4f} -> at the "
