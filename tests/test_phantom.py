@@ -156,3 +156,32 @@ def test_grid_affine_centred():
     aff = phantom.grid_affine((10, 20, 30), (1.0, 2.0, 3.0), "PIL")
     assert nib.aff2axcodes(aff) == ("P", "I", "L")
     assert np.allclose(aff[:3, :3] @ np.array([4.5, 9.5, 14.5]) + aff[:3, 3], 0)
+
+
+def test_variants_change_only_what_they_name():
+    """The probe variants (deform_scale, fat_planes, mr_bias) keep every other draw: the
+    defaults give the embedded data set, fat is painted only over the visceral filler (labels
+    unchanged), the deformation lattice scales, the bias field goes."""
+    base = phantom.make_geometry(5, SMALL, SMALL_SPACING)
+    assert not base.fat_planes
+    scaled = phantom.make_geometry(5, SMALL, SMALL_SPACING, deform_scale=3.0)
+    np.testing.assert_allclose(scaled.deform_grid, 3.0 * base.deform_grid)
+    np.testing.assert_array_equal(scaled.affine, base.affine)
+
+    fat = phantom.make_geometry(5, SMALL, SMALL_SPACING, fat_planes=True)
+    x = phantom._to_body(base, phantom._world_points(base.shape, phantom.grid_affine(
+        base.shape, base.spacing)))
+    t0, l0 = phantom._tissues_and_labels(base, x)
+    t1, l1 = phantom._tissues_and_labels(fat, x)
+    np.testing.assert_array_equal(l0, l1)
+    changed = t0 != t1
+    assert changed.sum() > 0.005 * changed.size
+    assert (t0[changed] == phantom.VISCERA).all() and (t1[changed] == phantom.FAT).all()
+
+    ct0 = phantom.render(base, "ct")[0]
+    np.testing.assert_array_equal(ct0, phantom.render(base, "ct", mr_bias=0.0)[0])
+    mr0, lab, _ = phantom.render(base, "mr")
+    mr1 = phantom.render(base, "mr", mr_bias=0.0)[0]
+    liver = lab == 1
+    cv = lambda img: img[liver].std() / img[liver].mean()  # noqa: E731
+    assert cv(mr1) < 0.7 * cv(mr0)

@@ -17,7 +17,7 @@ given the seed. See ``docs/data.md`` for the model and its limits.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -93,6 +93,7 @@ class SubjectGeometry:
     organs: dict = field(default_factory=dict)   # name -> _Ellipsoid (plus helpers)
     gas: tuple = ()                         # bowel gas ellipsoids
     mesentery: tuple = ()                   # (k (n,3), phase (n,)) texture of mesenteric fat
+    fat_planes: bool = False                # fat around psoas, liver and spleen (a variant)
 
 
 def _rotation(angles: Sequence[float]) -> np.ndarray:
@@ -118,13 +119,17 @@ def _ellipsoid(rng: np.random.Generator, centre, radii, tilt=(0.0, 0.0, 0.0),
 
 
 def make_geometry(seed: int, shape: Sequence[int] = (80, 64, 64),
-                  spacing: float | Sequence[float] = 2.0) -> SubjectGeometry:
+                  spacing: float | Sequence[float] = 2.0, deform_scale: float = 1.0,
+                  fat_planes: bool = False) -> SubjectGeometry:
     """Draw one patient for a field of view of ``shape`` voxels of ``spacing`` mm (RAS axes).
 
     Deterministic in ``seed``. Variability: organ position/size/orientation/surface shape,
     subcutaneous fat thickness, bowel gas, a global affine (rotation ~3 degrees, scale ~10 %,
     translation ~3 % of the field of view) and a smooth random deformation (~3 % of the field
-    of view).
+    of view, times ``deform_scale``). Variants for probing the baselines (the defaults give the
+    embedded data set): ``deform_scale`` scales the non-rigid deformation after it is drawn
+    (the other draws are unchanged); ``fat_planes`` turns the visceral filler next to the psoas
+    (retroperitoneal fat) and around liver and spleen into fat.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5017]))
     sp = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, float), (3,)))
@@ -154,11 +159,12 @@ def make_geometry(seed: int, shape: Sequence[int] = (80, 64, 64),
     aff[:3, :3] = rot @ scale
     aff[:3, 3] = rng.normal(0, 0.03, 3) * half
     n = 5
-    deform = rng.normal(0, 1, (3, n, n, n)) * (0.03 * half)[:, None, None, None]
+    deform = (rng.normal(0, 1, (3, n, n, n)) * (0.03 * half)[:, None, None, None]
+              * float(deform_scale))
     return SubjectGeometry(seed=int(seed), shape=tuple(int(n) for n in shape), spacing=sp,
                            half_extent=half, affine=aff, deform_grid=deform,
                            fat=float(rng.uniform(0.06, 0.14)), organs=organs, gas=gas,
-                           mesentery=mesentery)
+                           mesentery=mesentery, fat_planes=bool(fat_planes))
 
 
 def grid_affine(shape: Sequence[int], spacing: float | Sequence[float],
@@ -280,12 +286,29 @@ def _tissues_and_labels(geom: SubjectGeometry, x: np.ndarray) -> tuple[np.ndarra
     tissue[vert & (seg > 0.82)] = DISC
     tissue[canal] = CSF
     label[bone | canal] = 0
+    if geom.fat_planes:
+        tissue[_fat_planes(geom, x) & (tissue == VISCERA)] = FAT
     return tissue, label
+
+
+def _fat_planes(geom: SubjectGeometry, x: np.ndarray) -> np.ndarray:
+    """Where the ``fat_planes`` variant paints fat over the visceral filler: a sheath around
+    each psoas (thickness x 1.6, reaching 0.08 higher) and a rim around liver and spleen
+    (radii x 1.1)."""
+    du, dv, thick, top = geom.organs["psoas"]
+    sheath = replace(geom, organs={**geom.organs, "psoas": (du, dv, thick * 1.6, top + 0.08)})
+    rim = _psoas(sheath, x, -1.0) | _psoas(sheath, x, 1.0)
+    for name in ("liver", "liver_left", "spleen"):
+        e = geom.organs[name]
+        rim |= _Ellipsoid(e.centre, e.radii * 1.10, e.rotation, e.wave_k, e.wave_a,
+                          e.wave_p).inside(x)
+    return rim
 
 
 def render(geom: SubjectGeometry, modality: str, shape: Sequence[int] | None = None,
            affine: np.ndarray | None = None, noise_seed: int | None = None,
-           blur: float = 0.6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           blur: float = 0.6, mr_bias: float = 0.25
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render a patient in ``modality`` ("ct" or "mr") on a grid.
 
     The default grid is the geometry's own field of view (RAS, ``geom.shape``, ``geom.spacing``);
@@ -293,7 +316,8 @@ def render(geom: SubjectGeometry, modality: str, shape: Sequence[int] | None = N
     :func:`grid_for`). Returns
     ``(image float32, label uint8, affine)``. The label is the same for both modalities; the
     image gets partial-volume blur (Gaussian, ``blur`` voxels), and for MR a smooth
-    multiplicative bias field and Rician noise, for CT Gaussian noise. ``noise_seed`` (default:
+    multiplicative bias field (``exp(mr_bias * tanh(...))``: 0.25 is about +-22 %, 0 none) and
+    Rician noise, for CT Gaussian noise. ``noise_seed`` (default:
     the geometry seed) makes the appearance deterministic.
     """
     modality = modality.lower()
@@ -320,7 +344,8 @@ def render(geom: SubjectGeometry, modality: str, shape: Sequence[int] | None = N
     else:
         x = world / geom.half_extent                    # smooth bias in world coordinates
         k = rng.normal(0, 1.2, (4, 3))
-        bias = np.exp(0.25 * np.tanh(np.sin(x @ k.T + rng.uniform(0, 2 * np.pi, 4)).sum(1)))
+        wave = np.sin(x @ k.T + rng.uniform(0, 2 * np.pi, 4)).sum(1)
+        bias = np.exp(float(mr_bias) * np.tanh(wave))
         img = img * bias.reshape(shape)
         n1 = rng.normal(0, _MR_NOISE, shape)
         n2 = rng.normal(0, _MR_NOISE, shape)
@@ -331,14 +356,17 @@ def render(geom: SubjectGeometry, modality: str, shape: Sequence[int] | None = N
 def generate(out_dir: str | os.PathLike, n_per_modality: int = 6,
              shape: Sequence[int] = (80, 64, 64), spacing: float | Sequence[float] = 2.0,
              seed: int = 0, modalities: Sequence[str] = MODALITIES, orientation: str = "RAS",
-             write_spacing: float | Sequence[float] | None = None) -> Path:
+             write_spacing: float | Sequence[float] | None = None, deform_scale: float = 1.0,
+             fat_planes: bool = False, mr_bias: float = 0.25) -> Path:
     """Write an unpaired phantom data set and its manifest; return the manifest path.
 
     Patient ``p{n:03d}`` (numbered over all modalities, so every image is another patient) is
     written as ``{subject}_{modality}_image.nii.gz`` (float32) and ``..._label.nii.gz`` (uint8,
     values 1..6 = :data:`LABELS`). ``shape``/``spacing`` give the field of view (RAS axes);
     ``orientation`` (e.g. "LPS") and ``write_spacing`` (mm) change only the written grid, to
-    exercise ingestion. ``manifest.tsv`` lists ``subject, modality, image, label`` with paths
+    exercise ingestion. ``deform_scale``, ``fat_planes`` (:func:`make_geometry`) and
+    ``mr_bias`` (:func:`render`) make variants; the defaults give the embedded data set.
+    ``manifest.tsv`` lists ``subject, modality, image, label`` with paths
     relative to ``out_dir``.
     """
     out = Path(out_dir)
@@ -349,8 +377,8 @@ def generate(out_dir: str | os.PathLike, n_per_modality: int = 6,
     for modality in modalities:
         for _ in range(int(n_per_modality)):
             subject = f"p{n:03d}"
-            geom = make_geometry(seed * 100003 + n, shape, spacing)
-            img, lab, _ = render(geom, modality, arr_shape, affine)
+            geom = make_geometry(seed * 100003 + n, shape, spacing, deform_scale, fat_planes)
+            img, lab, _ = render(geom, modality, arr_shape, affine, mr_bias=mr_bias)
             stem = f"{subject}_{modality}"
             save_volume(out / f"{stem}_image.nii.gz", img, affine)
             save_labels(out / f"{stem}_label.nii.gz", lab, affine)

@@ -1,0 +1,49 @@
+"""Generate a phantom variant and a config that runs the workflow on it (the probes of issue #4
+in ``docs/reproduction-notes.md``). The variant's images are another data set: nothing in the
+embedded default changes.
+
+    .venv/bin/python benchmarks/phantom_variant.py /tmp/hard --deform-scale 3 --fat-planes \\
+        --mr-bias 0 --dataset hard_fat_nobias
+    .venv/bin/snakemake --cores 2 --configfile /tmp/hard/config.yaml --until affine_resample
+    .venv/bin/python benchmarks/baseline_trials.py elastix results/hard_fat_nobias \\
+        '{"Metric1Weight": 3000}' '{"Metric1Weight": 300}' '{"Metric1Weight": 30}'
+    .venv/bin/python benchmarks/baseline_trials.py warp-space results/hard_fat_nobias --lam 2
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from suitsbench import phantom
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="directory for the images, manifest.tsv and config.yaml")
+    ap.add_argument("--dataset", required=True, help="results/<dataset>/ of the workflow run")
+    ap.add_argument("--deform-scale", type=float, default=1.0, help="non-rigid deformation x this")
+    ap.add_argument("--fat-planes", action="store_true", help="fat around psoas, liver, spleen")
+    ap.add_argument("--mr-bias", type=float, default=0.25, help="MR bias-field amplitude (0: none)")
+    ap.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml",
+                    help="config to copy (default: the embedded default's)")
+    args = ap.parse_args()
+
+    cfg = yaml.safe_load(args.config.read_text())
+    ph = cfg["data"]["phantom"]
+    manifest = phantom.generate(args.out, n_per_modality=ph["n_per_modality"], shape=ph["shape"],
+                                spacing=ph["spacing"], seed=cfg["seed"],
+                                deform_scale=args.deform_scale, fat_planes=args.fat_planes,
+                                mr_bias=args.mr_bias)
+    cfg["dataset"] = args.dataset
+    cfg["data"].update(source="manifest", manifest=str(manifest.resolve()))
+    (args.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    print(f"{manifest}\n{args.out / 'config.yaml'}")
+
+
+if __name__ == "__main__":
+    main()
