@@ -159,9 +159,9 @@ def test_grid_affine_centred():
 
 
 def test_variants_change_only_what_they_name():
-    """The probe variants (deform_scale, fat_planes, mr_bias) keep every other draw: the
-    defaults give the embedded data set, fat is painted only over the visceral filler (labels
-    unchanged), the deformation lattice scales, the bias field goes."""
+    """The probe variants (deform_scale, fat_planes, mr_bias) change only what they name: the
+    deformation lattice scales (the affine draw is kept), fat is painted only over the visceral
+    filler (labels unchanged), the CT ignores mr_bias and the MR's bias field goes."""
     base = phantom.make_geometry(5, SMALL, SMALL_SPACING)
     assert not base.fat_planes
     scaled = phantom.make_geometry(5, SMALL, SMALL_SPACING, deform_scale=3.0)

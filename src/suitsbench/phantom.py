@@ -252,8 +252,7 @@ def _tissues_and_labels(geom: SubjectGeometry, x: np.ndarray) -> tuple[np.ndarra
     # perirenal fat, then organs (later wins)
     for name in ("l_kidney", "r_kidney"):
         e = geom.organs[name]
-        tissue[cavity & _Ellipsoid(e.centre, e.radii * 1.35, e.rotation, e.wave_k, e.wave_a,
-                                   e.wave_p).inside(x)] = FAT
+        tissue[cavity & replace(e, radii=e.radii * 1.35).inside(x)] = FAT
     liver = cavity & (geom.organs["liver"].inside(x) | geom.organs["liver_left"].inside(x))
     tissue[liver], label[liver] = LIVER, 1
     spleen = cavity & geom.organs["spleen"].inside(x)
@@ -300,8 +299,7 @@ def _fat_planes(geom: SubjectGeometry, x: np.ndarray) -> np.ndarray:
     rim = _psoas(sheath, x, -1.0) | _psoas(sheath, x, 1.0)
     for name in ("liver", "liver_left", "spleen"):
         e = geom.organs[name]
-        rim |= _Ellipsoid(e.centre, e.radii * 1.10, e.rotation, e.wave_k, e.wave_a,
-                          e.wave_p).inside(x)
+        rim |= replace(e, radii=e.radii * 1.10).inside(x)
     return rim
 
 
