@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from suits.warp import box_filter
+
 __all__ = ["mind_ssc", "ssc_pairs", "CHANNEL_ORDER"]
 
 #: six-neighbourhood offsets in units of ``dilation``, (D, H, W), in the reference's order
@@ -61,11 +63,10 @@ def _shift(img: torch.Tensor, offset: tuple[int, int, int], dilation: int) -> to
 
 
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Box (mean) filter of size ``2*radius+1`` with replicate padding; shape preserved."""
-    if radius <= 0:
-        return x
-    r = radius
-    return F.avg_pool3d(F.pad(x, (r, r, r, r, r, r), mode="replicate"), 2 * r + 1, stride=1)
+    """Box (mean) filter of size ``2*radius+1`` with replicate padding; shape preserved.
+    Separable (:func:`suits.warp.box_filter`): ``3*(2r+1)`` instead of ``(2r+1)**3`` additions
+    per voxel, the same values up to float rounding."""
+    return box_filter(x, 2 * radius + 1) if radius > 0 else x
 
 
 def mind_ssc(img: torch.Tensor, radius: int = 2, dilation: int = 2) -> torch.Tensor:

@@ -33,6 +33,9 @@ if DATA["source"] == "phantom":
             n_per_modality=DATA["phantom"]["n_per_modality"],
             shape=DATA["phantom"]["shape"],
             spacing=DATA["phantom"]["spacing"],
+            deform_scale=DATA["phantom"]["deform_scale"],
+            fat_planes=DATA["phantom"]["fat_planes"],
+            mr_bias=DATA["phantom"]["mr_bias"],
             modalities=PHANTOM_MODALITIES,
             seed=config["seed"],
         script:

@@ -14,4 +14,7 @@ generate(
     spacing=p.spacing,
     seed=p.seed,
     modalities=tuple(p.modalities),
+    deform_scale=p.deform_scale,
+    fat_planes=p.fat_planes,
+    mr_bias=p.mr_bias,
 )
