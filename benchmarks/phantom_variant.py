@@ -1,6 +1,9 @@
 """Generate a phantom variant and a config that runs the workflow on it (the probes of issue #4
-in ``docs/reproduction-notes.md``). The variant's images are another data set: nothing in the
-embedded default changes.
+in ``docs/reproduction-notes.md``). The variant's images are another data set (a manifest):
+nothing in the embedded default changes. Unset options take the copied config's
+``data.phantom`` values (the embedded default: ``deform_scale`` 3, fat planes, ``mr_bias``
+0.25); ``--deform-scale 1 --no-fat-planes`` is the milder phantom of sessions <= 12. (A run of
+the workflow itself can set the same keys under ``data.phantom``.)
 
     .venv/bin/python benchmarks/phantom_variant.py /tmp/hard --deform-scale 3 --fat-planes \\
         --mr-bias 0 --dataset hard_fat_nobias
@@ -26,19 +29,25 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="directory for the images, manifest.tsv and config.yaml")
     ap.add_argument("--dataset", required=True, help="results/<dataset>/ of the workflow run")
-    ap.add_argument("--deform-scale", type=float, default=1.0, help="non-rigid deformation x this")
-    ap.add_argument("--fat-planes", action="store_true", help="fat around psoas, liver, spleen")
-    ap.add_argument("--mr-bias", type=float, default=0.25, help="MR bias-field amplitude (0: none)")
+    ap.add_argument("--deform-scale", type=float, default=None, help="non-rigid deformation x this")
+    ap.add_argument("--fat-planes", action=argparse.BooleanOptionalAction, default=None,
+                    help="fat around psoas, liver, spleen")
+    ap.add_argument("--mr-bias", type=float, default=None, help="MR bias-field amplitude (0: none)")
     ap.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml",
                     help="config to copy (default: the embedded default's)")
     args = ap.parse_args()
 
     cfg = yaml.safe_load(args.config.read_text())
     ph = cfg["data"]["phantom"]
+    # the schema's defaults where the config does not say (workflow/schemas/config.schema.yaml)
+    variant = {"deform_scale": ph.get("deform_scale", 1.0), "fat_planes": ph.get("fat_planes", False),
+               "mr_bias": ph.get("mr_bias", 0.25)}
+    for key in variant:
+        if getattr(args, key) is not None:
+            variant[key] = getattr(args, key)
     manifest = phantom.generate(args.out, n_per_modality=ph["n_per_modality"], shape=ph["shape"],
                                 spacing=ph["spacing"], seed=cfg["seed"],
-                                deform_scale=args.deform_scale, fat_planes=args.fat_planes,
-                                mr_bias=args.mr_bias)
+                                **variant)
     cfg["dataset"] = args.dataset
     cfg["data"].update(source="manifest", manifest=str(manifest.resolve()))
     (args.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
