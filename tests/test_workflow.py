@@ -6,6 +6,7 @@ out with ``-m "not slow"``.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -167,6 +168,15 @@ def test_ci_workflow_end_to_end():
     again = snakemake("--cores", "2", "--configfile", str(CI_CONFIG), "-n", "--quiet", "rules")
     assert again.returncode == 0, output_of(again)
     assert "Nothing to be done" in again.stdout + again.stderr, output_of(again)
+
+    # a changed method setting re-plans that method's jobs and the report, not the workflow
+    changed = snakemake("--cores", "2", "--configfile", str(CI_CONFIG), "-n", "--quiet", "rules",
+                        "--config", "elastix={'parameters': {'Metric1Weight': 31}}")
+    assert changed.returncode == 0, output_of(changed)
+    planned = set(re.findall(r"^(\w+)\s+\d+\s*$", changed.stdout + changed.stderr, re.M)) - {"total"}
+    assert "register_elastix" in planned, output_of(changed)
+    assert planned <= {"register_elastix", "evaluate", "table2", "boxplot", "runtime",
+                       "example_figure", "provenance"}, planned
 
     # the self-contained HTML report holds Table 2 and the figures
     html = CI_RESULTS / "report.html"
