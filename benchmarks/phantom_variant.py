@@ -39,12 +39,12 @@ def main() -> None:
 
     cfg = yaml.safe_load(args.config.read_text())
     ph = cfg["data"]["phantom"]
-    # the schema's defaults where the config does not say (workflow/schemas/config.schema.yaml)
-    variant = {"deform_scale": ph.get("deform_scale", 1.0), "fat_planes": ph.get("fat_planes", False),
-               "mr_bias": ph.get("mr_bias", 0.25)}
-    for key in variant:
-        if getattr(args, key) is not None:
-            variant[key] = getattr(args, key)
+    # the config's value, overridden by the option; neither: generate()'s default (= the schema's)
+    variant = {}
+    for key in ("deform_scale", "fat_planes", "mr_bias"):
+        value = getattr(args, key) if getattr(args, key) is not None else ph.get(key)
+        if value is not None:
+            variant[key] = value
     manifest = phantom.generate(args.out, n_per_modality=ph["n_per_modality"], shape=ph["shape"],
                                 spacing=ph["spacing"], seed=cfg["seed"],
                                 **variant)
