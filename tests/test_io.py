@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from suits import io as sio
+from suits.atomic import _HOST
 
 
 @pytest.fixture
@@ -121,3 +122,50 @@ def test_bad_shapes(tmp_path, affine):
         sio.save_field(tmp_path / "f.nii.gz", np.zeros((2, 4, 4, 4)), affine)
     with pytest.raises(ValueError):
         sio.save_volume(tmp_path / "v.nii.gz", np.zeros((2, 4, 4, 4)), affine)
+
+
+def _writer_in_atomic_path(path, started, release):
+    """Child process: enter atomic_path(path), write a partial temporary, then block."""
+    with sio.atomic_path(path) as tmp:
+        tmp.write_bytes(b"partial")
+        started.set()
+        release.wait(60)
+
+
+def test_next_write_removes_temporary_of_killed_writer(tmp_path, affine):
+    """A SIGKILLed writer cannot clean up; the next write of the same file removes its
+    temporary, but not the temporary of a writer that still runs, nor other files' ones."""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    target = tmp_path / "img.nii.gz"
+    ctx = mp.get_context("spawn")
+
+    def start():
+        started, release = ctx.Event(), ctx.Event()
+        proc = ctx.Process(target=_writer_in_atomic_path, args=(target, started, release))
+        proc.start()
+        assert started.wait(60), "writer did not start"
+        return proc, release
+
+    killed, _ = start()
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.join(30)
+    debris = [p for p in tmp_path.iterdir() if p.name.startswith(".img.nii.gz.")]
+    assert len(debris) == 1 and f".{killed.pid}." in debris[0].name
+
+    alive, release = start()
+    other = tmp_path / f".other.nii.gz.{_HOST}.{killed.pid}.0000.tmp.nii.gz"
+    other.write_bytes(b"x")
+    try:
+        sio.save_volume(target, torch.zeros(2, 2, 2), affine)
+        left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".img"))
+        assert not debris[0].exists()
+        assert len(left) == 1 and f".{alive.pid}." in left[0]  # the live writer's is kept
+        assert other.exists()
+    finally:
+        release.set()
+        alive.join(30)
+    # the live writer ended normally: its temporary became the target, nothing is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "img.nii.gz"]

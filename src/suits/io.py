@@ -2,19 +2,19 @@
 
 Arrays keep nibabel's axis order (``D, H, W`` = ``i, j, k``), never transposed. Every write goes
 to a temporary file in the target's folder (same suffix, so nibabel compresses ``.nii.gz``) and
-is moved into place with ``os.replace``: a killed job never leaves a complete-looking file.
+is moved into place with ``os.replace``: a killed job never leaves a complete-looking file, and
+the next write of the same file removes the killed job's temporary.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from pathlib import Path
-from typing import Iterator
 
 import nibabel as nib
 import numpy as np
 import torch
+
+from suits.atomic import atomic_path
 
 __all__ = [
     "FIELD_DESCRIPTION",
@@ -29,29 +29,6 @@ __all__ = [
 
 FIELD_DESCRIPTION = "displacement, voxels, ijk"
 PathLike = str | os.PathLike
-
-
-def _suffix(path: Path) -> str:
-    name = path.name
-    for s in (".nii.gz", ".nii", ".pt", ".pth"):
-        if name.endswith(s):
-            return s
-    return "".join(path.suffixes) or ".tmp"
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (hidden, same suffix); on normal exit it replaces
-    ``path`` atomically, on an exception it is removed and ``path`` is left untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{_suffix(path)}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:

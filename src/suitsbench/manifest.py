@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from suits.atomic import atomic_path
 from suitsbench.errors import InputError
 
 __all__ = ["Record", "read_manifest", "write_manifest", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS"]
@@ -142,9 +143,7 @@ def write_manifest(path: str | os.PathLike, rows: Iterable[Sequence[str] | dict]
     """Write a manifest TSV atomically. ``rows`` are sequences in ``columns`` order or dicts;
     ``base`` writes a ``# base: <dir>`` line (see the path rule)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp_{path.name}")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         if base is not None:
             fh.write(f"# base: {base}\n")
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
@@ -152,5 +151,4 @@ def write_manifest(path: str | os.PathLike, rows: Iterable[Sequence[str] | dict]
         for r in rows:
             w.writerow([r.get(c, "") or "" for c in columns] if isinstance(r, dict) else
                        ["" if v is None else str(v) for v in r])
-    os.replace(tmp, path)
     return path

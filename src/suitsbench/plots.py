@@ -7,7 +7,6 @@ PDF), so the same input gives byte-identical files. Every function returns the F
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,6 +21,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from suits.atomic import atomic_path  # noqa: E402
 from suitsbench.metrics import as_label_map, to_numpy  # noqa: E402
 from suitsbench.table import METHOD_NAMES, ORGAN_NAMES, display_names  # noqa: E402
 
@@ -46,16 +46,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
     metadata = {"png": PNG_METADATA, "pdf": PDF_METADATA}.get(fmt)
     if metadata is None:
         raise ValueError(f"unsupported figure format {path.suffix!r} (png or pdf)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

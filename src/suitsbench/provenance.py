@@ -15,9 +15,10 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+
+from suits.atomic import atomic_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,16 +26,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` with ``\\n`` line ends to ``path`` via a temporary file + ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
     return path
 
 
