@@ -21,7 +21,8 @@ With both ``train-k1`` and ``train-worst`` the mean step time over ``k_back`` un
 Usage::
 
     .venv/bin/python benchmarks/bench_core.py [--size 138 187 192] [--threads 2] [--only register]
-        [--omp-wait-policy passive|active] [--huge-pages on|off] [--warp-space image|features]
+        [--omp-wait-policy passive|active] [--huge-pages on|off] [--warp-space default|image|features]
+        [--label-warp-space features|image]
 
 Peak memory (ru_maxrss) includes the Python interpreter and torch (~0.3-0.4 GB). Wall time
 depends on the load of the machine (printed); "CPU" is the process CPU time (user + system,
@@ -102,7 +103,7 @@ def _instrument(timers: _Timers) -> None:
 
 
 def child(which: str, shape, iterations: int, solver, seed: int, train_steps: int = 3,
-          warp_space: str = "image") -> dict:
+          warp_space: str = "default", label_warp_space: str = "features") -> dict:
     """Run one measurement in this process and return its numbers."""
     import torch
 
@@ -115,8 +116,10 @@ def child(which: str, shape, iterations: int, solver, seed: int, train_steps: in
     _instrument(timers)
     forward = model.forward
     model.forward = timers.wrap("FeatCNN forward", forward)
+    # "default": each function's own default (register: features, train: image)
+    space = {} if warp_space == "default" else {"warp_space": warp_space}
     result = {"measurement": which, "shape": list(shape), "threads": torch.get_num_threads(),
-              "warp_space": warp_space}
+              "warp_space": warp_space, "label_warp_space": label_warp_space}
     if which == "guidance":
         import torch.nn.functional as F
 
@@ -144,7 +147,7 @@ def child(which: str, shape, iterations: int, solver, seed: int, train_steps: in
 
         t0, c0 = time.perf_counter(), time.process_time()
         u = register(data["fixed"], data["moving"], model, iterations=iterations, lam=10.0, solver=solver,
-                     warp_space=warp_space)
+                     **space)
         result["seconds"] = time.perf_counter() - t0
         result["cpu_seconds"] = time.process_time() - c0
         result["field_abs_max"] = float(u.abs().max())
@@ -166,7 +169,7 @@ def child(which: str, shape, iterations: int, solver, seed: int, train_steps: in
         t0, c0 = time.perf_counter(), time.process_time()
         _, losses = train_suits(model, [data], steps=steps, batch=1, lr=1e-5, lam=5.0, k_max=k_max,
                                 k_min=k_min, num_classes=7, seed=seed, solver=solver, progress=False,
-                                warp_space=warp_space)
+                                label_warp_space=label_warp_space, **space)
         result["seconds"] = (time.perf_counter() - t0) / steps
         result["cpu_seconds"] = (time.process_time() - c0) / steps
         result["steps"] = steps
@@ -198,9 +201,14 @@ def main(argv=None) -> int:
     p.add_argument("--huge-pages", choices=("on", "off"), default="on",
                    help="THP_MEM_ALLOC_ENABLE of the measured processes (on: what importing suits "
                         "sets by default; off: torch's default 4 KB pages)")
-    p.add_argument("--warp-space", choices=("image", "features"), default="image",
-                   help="suits.register / suits.train warp_space: warp the moving image on the image "
-                        "grid every iteration (one FeatCNN pass each) or its features on the feature grid")
+    p.add_argument("--warp-space", choices=("default", "image", "features"), default="default",
+                   help="warp_space of suits.register and of suits.train's tracked iteration: "
+                        "default: each function's own (register: features, train: image); image: "
+                        "warp the moving image on the image grid (one FeatCNN pass each); "
+                        "features: its features on the feature grid")
+    p.add_argument("--label-warp-space", choices=("features", "image"), default="features",
+                   help="suits.train label_warp_space: warp the pooled label maps on the feature "
+                        "grid (default) or the one-hot maps on the image grid")
     p.add_argument("--json", action="store_true", help="print the raw JSON records too")
     p.add_argument("--child", choices=MEASUREMENTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -210,7 +218,7 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
         print(json.dumps(child(args.child, tuple(args.size), args.iterations, args.solver, args.seed,
-                               args.train_steps, args.warp_space)))
+                               args.train_steps, args.warp_space, args.label_warp_space)))
         return 0
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
@@ -218,13 +226,15 @@ def main(argv=None) -> int:
                THP_MEM_ALLOC_ENABLE="1" if args.huge_pages == "on" else "0")
     print(f"# bench_core: size {tuple(args.size)}, threads {args.threads}, iterations {args.iterations}, "
           f"solver {args.solver or 'default'}, warp_space {args.warp_space}, "
+          f"label_warp_space {args.label_warp_space}, "
           f"OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}, THP_MEM_ALLOC_ENABLE={env['THP_MEM_ALLOC_ENABLE']}; "
           f"one fresh process per measurement; load {_load()}")
     records = []
     for which in args.only:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", which, "--size", *map(str, args.size),
                "--threads", str(args.threads), "--iterations", str(args.iterations), "--seed", str(args.seed),
-               "--train-steps", str(args.train_steps), "--warp-space", args.warp_space]
+               "--train-steps", str(args.train_steps), "--warp-space", args.warp_space,
+               "--label-warp-space", args.label_warp_space]
         if args.solver:
             cmd += ["--solver", args.solver]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -159,6 +159,10 @@ def test_shared_label_warping_agrees_with_method_own(case, name):
     d_lin = {k: _dice(shared, linear, k) for k in organs}
     d_nn = {k: _dice(shared, nearest, k) for k in organs}
     assert min(d_lin.values()) >= 0.98, d_lin
-    assert min(d_nn.values()) >= 0.9, d_nn
+    # nearest-neighbour sampling and the argmax of trilinear one-hot maps differ inherently on
+    # organs a few voxels across (3 mm, 40x32x32) where the field's fractional part is near
+    # one half: SUITS-MIND's field gives a kidney .86. A wrong convention gives far less (the
+    # same field with its channels reversed: min .71, mean .86; negated: min .30)
+    assert min(d_nn.values()) >= 0.8 and np.mean(list(d_nn.values())) >= 0.9, d_nn
     if name == "initial":
         assert torch.equal(shared, case["labels"][0, 0])

@@ -127,13 +127,22 @@ def test_tracked_iteration_reaches_both_streams(warp_space):
         assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
 
 
-@pytest.mark.parametrize("warp_space", ["image", "features"])
-def test_train_loss_finite_weights_change(tmp_path, warp_space):
+@pytest.mark.parametrize("warp_space, label_warp_space",
+                         [("image", "features"), ("features", "features"), ("image", "image")])
+def test_train_loss_finite_weights_change(tmp_path, warp_space, label_warp_space, monkeypatch):
+    import suits.train as train_mod
+
+    spaces = []
+    real = train_mod.label_iterations
+    monkeypatch.setattr(train_mod, "label_iterations",
+                        lambda *a, **kw: spaces.append(kw["warp_space"]) or real(*a, **kw))
     model = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     logged = []
     model, losses = train_suits(model, _pairs(), log=lambda s, l: logged.append((s, l)),
-                                checkpoint=tmp_path / "ck.pt", warp_space=warp_space, **_kw(steps=3))
+                                checkpoint=tmp_path / "ck.pt", warp_space=warp_space,
+                                label_warp_space=label_warp_space, **_kw(steps=3))
+    assert spaces and set(spaces) == {label_warp_space}  # the label iterations' own setting
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert all(l > 0 for l in losses)
     assert [s for s, _ in logged] == [1, 2, 3]
@@ -142,6 +151,7 @@ def test_train_loss_finite_weights_change(tmp_path, warp_space):
     assert any(k.startswith("shared") for k in changed)
     extra = torch.load(tmp_path / "ck.pt", weights_only=False)["extra"]
     assert len(extra["k_backs"]) == 3 and all(1 <= k <= 3 for k in extra["k_backs"])
+    assert (extra["warp_space"], extra["label_warp_space"]) == (warp_space, label_warp_space)
 
 
 def test_resume_is_bitwise_identical(tmp_path, caplog):
@@ -169,8 +179,18 @@ def test_resume_is_bitwise_identical(tmp_path, caplog):
     again, again_losses = train_suits(_model(), _pairs(), checkpoint=ck, **_kw())
     assert again_losses == ref_losses
     # a checkpoint of one warp_space is not resumed by the other
-    with pytest.raises(ValueError, match="warp_space"):
+    with pytest.raises(ValueError, match="warp_space='image'"):
         train_suits(_model(), _pairs(), checkpoint=ck, warp_space="features", **_kw())
+    with pytest.raises(ValueError, match="label_warp_space='features'"):
+        train_suits(_model(), _pairs(), checkpoint=ck, label_warp_space="image", **_kw())
+    # a checkpoint from before label_warp_space: its warp_space was used for both
+    payload = torch.load(ck, weights_only=False)
+    del payload["extra"]["label_warp_space"]
+    torch.save(payload, ck)
+    with pytest.raises(ValueError, match="label_warp_space='image'"):
+        train_suits(_model(), _pairs(), checkpoint=ck, **_kw())
+    old, old_losses = train_suits(_model(), _pairs(), checkpoint=ck, label_warp_space="image", **_kw())
+    assert old_losses == ref_losses
 
 
 def test_bad_pairs():
@@ -178,6 +198,8 @@ def test_bad_pairs():
         train_suits(_model(), [], progress=False)
     with pytest.raises(ValueError, match="warp_space"):
         train_suits(_model(), _pairs(), warp_space="labels", **_kw(steps=1))
+    with pytest.raises(ValueError, match="warp_space"):
+        train_suits(_model(), _pairs(), label_warp_space="labels", **_kw(steps=1))
     p = _pair(0)
     p["moving"] = p["moving"][..., :-1]
     with pytest.raises(ValueError, match="one grid"):

@@ -166,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
                 seed=args.seed, solver=args.solver, tol=args.tol, checkpoint=args.checkpoint,
                 checkpoint_every=args.checkpoint_every, device=device, progress=not args.quiet,
-                warp_space=args.warp_space)
+                warp_space=args.warp_space, label_warp_space=args.label_warp_space)
     save_model(args.out, model)
     return 0
 
@@ -264,8 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint", default=None, help="rolling checkpoint (resumed if present)")
     t.add_argument("--checkpoint-every", type=int, default=25)
     t.add_argument("--warp-space", default="image", choices=WARP_SPACES,
-                   help="warp the moving side on the image grid (Algorithm 1) or its "
-                        "representation on the feature grid")
+                   help="tracked iteration: warp the moving grey-value image (Algorithm 1) or "
+                        "its FeatCNN representation on the feature grid")
+    t.add_argument("--label-warp-space", default="features", choices=WARP_SPACES,
+                   help="label iterations: warp the moving label representation on the feature "
+                        "grid (default) or the one-hot map on the image grid before pooling")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("register", parents=[common], help="register a moving image to a fixed image")
@@ -288,9 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mind-factor", type=int, default=4, help="feature grid factor for --model mind")
     r.add_argument("--mind-radius", type=int, default=2)
     r.add_argument("--mind-dilation", type=int, default=2)
-    r.add_argument("--warp-space", default="image", choices=WARP_SPACES,
-                   help="per iteration: warp the moving image and represent it (image) or warp "
-                        "its representation on the feature grid (features)")
+    r.add_argument("--warp-space", default="features", choices=WARP_SPACES,
+                   help="warp the moving image's representation on the feature grid (features, "
+                        "Sec. 3.2) or warp the image and represent it every iteration (image, "
+                        "Fig. 1)")
     r.set_defaults(func=cmd_register)
     return p
 

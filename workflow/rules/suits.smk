@@ -33,6 +33,7 @@ rule train_suits:
         solver=config["register"]["solver"],
         tol=config["register"]["tol"],
         warp_space=config["suits"]["warp_space"],
+        label_warp_space=config["suits"]["label_warp_space"],
         checkpoint_every=config["suits"]["checkpoint_every"],
         checkpoint_dir=lambda wc: f"{wc.fdir}/models/checkpoints",
         seed=config["seed"],

@@ -45,6 +45,7 @@ argv = [
     "--checkpoint", ckpt,
     "--checkpoint-every", p.checkpoint_every,
     "--warp-space", p.warp_space,
+    "--label-warp-space", p.label_warp_space,
     "--device", p.device,
     "--threads", threads,
 ]  # fmt: skip
