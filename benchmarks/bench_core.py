@@ -4,6 +4,9 @@ Every measurement runs in a fresh subprocess (so peak memory, ``resource.getrusa
 ru_maxrss``, is that measurement's alone) on synthetic data of the paper's grid
 (138 x 187 x 192 voxels, 2 mm), with a default (untrained) FeatCNN (``downsample=4``):
 
+* ``solver``: ``bench_solver.py`` on this size's feature grid (``ceil(n / 4)``: 35 x 47 x 48
+  at the paper's size): one Gauss-Newton solve by the fast backend and by pyamg, set-up + solve
+  to the same residual, and the speed-up (its table printed as is);
 * ``register``: :func:`suits.register.register`, 15 iterations, λ = 10, plus a breakdown of the
   time into FeatCNN forward passes, the Gauss-Newton solve, warping and update upsampling;
 * ``train``: :func:`suits.train.train_suits`, batch 1, ``--train-steps`` steps (default 3) with
@@ -41,7 +44,7 @@ import time
 from collections import defaultdict
 
 PAPER_SIZE = (138, 187, 192)
-MEASUREMENTS = ("register", "train", "train-worst", "train-k1", "guidance")
+MEASUREMENTS = ("solver", "register", "train", "train-worst", "train-k1", "guidance")
 
 
 def synthetic_pair(shape, num_classes: int = 7, seed: int = 0):
@@ -231,6 +234,18 @@ def main(argv=None) -> int:
           f"one fresh process per measurement; load {_load()}")
     records = []
     for which in args.only:
+        if which == "solver":
+            grid = [str(-(-n // 4)) for n in args.size]
+            r = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                             "bench_solver.py"),
+                                "--size", *grid, "--threads", str(args.threads)],
+                               capture_output=True, text=True, env=env)
+            if r.returncode != 0:
+                print(f"solver: FAILED (exit {r.returncode})\n{r.stderr[-3000:]}", file=sys.stderr)
+                return 1
+            print("solver (bench_solver.py --size " + " ".join(grid) + ")")
+            print("\n".join("    " + line for line in r.stdout.rstrip().splitlines()))
+            continue
         cmd = [sys.executable, os.path.abspath(__file__), "--child", which, "--size", *map(str, args.size),
                "--threads", str(args.threads), "--iterations", str(args.iterations), "--seed", str(args.seed),
                "--train-steps", str(args.train_steps), "--warp-space", args.warp_space,
