@@ -44,10 +44,8 @@ def _remove_stale(path: Path, suffix: str) -> None:
     """Remove temporaries of ``path`` left by killed writers: same host, writer no longer runs.
     (A writer on another host of a shared file system may still be alive: left alone.)"""
     prefix = f".{path.name}.{_HOST}."
-    tail = f".tmp{suffix}"
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{tail}"):
-        rest = tmp.name[len(prefix):-len(tail)] if tmp.name.startswith(prefix) else ""
-        pid = rest.split(".")[0]
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp{suffix}"):
+        pid = tmp.name[len(prefix):].split(".")[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
