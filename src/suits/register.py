@@ -122,6 +122,16 @@ def representation_ssd(r_fix: torch.Tensor, r_mov: torch.Tensor) -> float:
     return float(((r_mov.detach() - r_fix.detach()) ** 2).mean())
 
 
+def _check_feature_grids(r_fix: torch.Tensor, r_mov: torch.Tensor, u_feat: torch.Tensor,
+                         u: torch.Tensor, factor: int) -> None:
+    """The representations and the field brought to the feature grid must share one grid."""
+    if tuple(u_feat.shape[-3:]) != tuple(r_fix.shape[-3:]) or r_fix.shape != r_mov.shape:
+        raise ValueError(
+            f"feature grids disagree: fixed {tuple(r_fix.shape)}, moving {tuple(r_mov.shape)}, "
+            f"field on the feature grid {tuple(u_feat.shape)} (image {tuple(u.shape[-3:])}, factor {factor}); "
+            "a representation with factor f must return ceil(n/f) voxels per axis")
+
+
 def displacement_update(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tensor, lam: float,
                         gamma: float = 1.0, factor: int = 1, smooth: int = 5,
                         solver: object | None = None, tol: float = 1e-6,
@@ -142,11 +152,7 @@ def displacement_update(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tenso
     from suits.diffusion import gauss_newton_step
 
     u_feat = to_feature_grid(u, factor)
-    if tuple(u_feat.shape[-3:]) != tuple(r_fix.shape[-3:]) or r_fix.shape != r_mov.shape:
-        raise ValueError(
-            f"feature grids disagree: fixed {tuple(r_fix.shape)}, moving {tuple(r_mov.shape)}, "
-            f"field on the feature grid {tuple(u_feat.shape)} (image {tuple(u.shape[-3:])}, factor {factor}); "
-            "a representation with factor f must return ceil(n/f) voxels per axis")
+    _check_feature_grids(r_fix, r_mov, u_feat, u, factor)
     kwargs = {"solver": solver, "tol": tol}
     if grad_A:
         kwargs["grad_A"] = True
@@ -175,11 +181,7 @@ def iterate(r_fix: torch.Tensor, represent: Callable[[torch.Tensor], torch.Tenso
     """
     if check_warp_space(warp_space) == "features":
         u_feat = to_feature_grid(u, factor)
-        if tuple(moving.shape[-3:]) != tuple(u_feat.shape[-3:]) or r_fix.shape[-3:] != moving.shape[-3:]:
-            raise ValueError(
-                f"feature grids disagree: fixed {tuple(r_fix.shape)}, moving {tuple(moving.shape)}, "
-                f"field on the feature grid (factor {factor}) {tuple(u_feat.shape)}; the "
-                "representation's output grid must be ceil(n / factor) per axis")
+        _check_feature_grids(r_fix, moving, u_feat, u, factor)  # before warp's own, vaguer error
         r_mov = warp(moving, u_feat)
     else:
         r_mov = represent(warp(moving, u))
