@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from suits.featcnn import FeatCNN
-from suits.register import (MindRepresentation, displacement_update, register,
+from suits.register import (MindRepresentation, displacement_update, iterate, register,
                             resolve_representation, to_feature_grid, to_image_grid)
 
 SHIFT = (0.6, -0.4, 0.3)
@@ -101,6 +101,25 @@ def test_feature_warp_represents_the_moving_image_once():
     assert mean["features"] < 0.3 and mean["image"] < 0.3, mean
     with pytest.raises(ValueError, match="warp_space"):
         register(fixed, moving, "mind", warp_space="labels")
+
+
+@pytest.mark.parametrize("model", [Strided(), MindRepresentation(factor=4)], ids=["f2", "f4"])
+def test_feature_registration_equals_the_image_grid_field_loop(model):
+    """register(warp_space="features") keeps the field on the feature grid between iterations;
+    it equals the loop of iterate() that carries u^k on the image grid, at every iteration."""
+    fixed, moving = blobs(shape=(34, 29, 31)), blobs(shape=(34, 29, 31), shift=SHIFT)
+    seen = []
+    u = register(fixed, moving, model, iterations=5, lam=2.0, warp_space="features",
+                 callback=lambda k, uk, s: seen.append((uk.clone(), s)))
+    r_fix, r_mov = model(fixed, "mr"), model(moving, "ct")
+    ref = torch.zeros(1, 3, *fixed.shape[-3:])
+    for k in range(5):
+        ref, r_warped = iterate(r_fix, None, r_mov, ref, 2.0, factor=model.factor,
+                                warp_space="features")
+        torch.testing.assert_close(seen[k][0], ref, rtol=1e-4, atol=1e-5)
+        assert seen[k][1] == pytest.approx(float(((r_warped - r_fix) ** 2).mean()), rel=1e-4)
+    torch.testing.assert_close(u, ref, rtol=1e-4, atol=1e-5)
+    assert u.abs().max() > 0.3          # the comparison is not between two zero fields
 
 
 def test_zero_iterations_is_identity():

@@ -95,6 +95,23 @@ def test_label_iterations_align_labels(warp_space):
                             lam=1.0, factor=4).abs().max() == 0
 
 
+def test_feature_label_iterations_equal_the_image_grid_field_loop():
+    """label_iterations(warp_space="features") keeps the field on the feature grid; it equals
+    iterating iterate() on the pooled label maps with the field on the image grid."""
+    from suits.register import iterate
+
+    p = _pair(1, shift=2)
+    K, f, lam = 3, 4, 1.0
+    fix, mov = one_hot(p["fixed_labels"], K), one_hot(p["moving_labels"], K)
+    u = label_iterations(fix, mov, 4, lam=lam, factor=f, warp_space="features")
+    ref = torch.zeros(1, 3, *SHAPE)
+    r_fix, r_mov = label_representation(fix, f), label_representation(mov, f)
+    for _ in range(4):
+        ref, _ = iterate(r_fix, None, r_mov, ref, lam, factor=f, warp_space="features")
+    torch.testing.assert_close(u, ref, rtol=1e-4, atol=1e-5)
+    assert u.abs().max() > 0.5
+
+
 def test_guidance_loss_is_cross_entropy_of_warped_one_hot():
     """Eq. (3) through the target-channel shortcut equals the K-channel formulation."""
     import torch.nn.functional as F

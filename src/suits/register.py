@@ -20,7 +20,11 @@ warped representation of the moving image", Sec. 3.2: "warp the moving represent
 1-2 become: the moving image is represented once, and its representation is warped on the
 feature grid by ``u^{k-1}`` brought there (step 3): two model passes per registration instead
 of one per iteration, same Dice within .004 on the phantom's training pairs
-(``docs/reproduction-notes.md``).
+(``docs/reproduction-notes.md``). Nothing then needs the image-grid field between iterations:
+:func:`feature_grid_iterations` keeps ``u^k`` on the feature grid (steps 3 and 5 composed into
+one feature-grid map, :func:`suits.warp.upsample_field_strided`) and upsamples the sum of the
+updates once at the end, which equals the sum of the upsampled updates because step 5 is
+linear.
 
 A representation is anything ``rep(x, modality) -> (B, C, ceil(D/f), ceil(H/f), ceil(W/f))``
 with an integer attribute ``factor`` (default 1): a :class:`suits.featcnn.FeatCNN`, the string
@@ -33,11 +37,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from suits.warp import box_filter, downsample_field, upsample_field, warp
+from suits.warp import box_filter, downsample_field, upsample_field, upsample_field_strided, warp
 
 __all__ = [
     "register",
     "iterate",
+    "feature_grid_iterations",
     "displacement_update",
     "to_feature_grid",
     "to_image_grid",
@@ -122,13 +127,15 @@ def representation_ssd(r_fix: torch.Tensor, r_mov: torch.Tensor) -> float:
     return float(((r_mov.detach() - r_fix.detach()) ** 2).mean())
 
 
-def _check_feature_grids(r_fix: torch.Tensor, r_mov: torch.Tensor, u_feat: torch.Tensor,
-                         u: torch.Tensor, factor: int) -> None:
-    """The representations and the field brought to the feature grid must share one grid."""
-    if tuple(u_feat.shape[-3:]) != tuple(r_fix.shape[-3:]) or r_fix.shape != r_mov.shape:
+def _check_feature_grids(r_fix: torch.Tensor, r_mov: torch.Tensor, shape: Sequence[int],
+                         factor: int) -> None:
+    """The representations must share the factor-``factor`` feature grid of the image grid
+    ``shape`` (``ceil(n / factor)`` voxels per axis, where :func:`to_feature_grid` puts a field)."""
+    grid = tuple(-(-int(n) // int(factor)) for n in shape)
+    if tuple(r_fix.shape[-3:]) != grid or r_fix.shape != r_mov.shape:
         raise ValueError(
             f"feature grids disagree: fixed {tuple(r_fix.shape)}, moving {tuple(r_mov.shape)}, "
-            f"field on the feature grid {tuple(u_feat.shape)} (image {tuple(u.shape[-3:])}, factor {factor}); "
+            f"field on the feature grid {grid} (image {tuple(int(n) for n in shape)}, factor {factor}); "
             "a representation with factor f must return ceil(n/f) voxels per axis")
 
 
@@ -152,7 +159,7 @@ def displacement_update(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tenso
     from suits.diffusion import gauss_newton_step
 
     u_feat = to_feature_grid(u, factor)
-    _check_feature_grids(r_fix, r_mov, u_feat, u, factor)
+    _check_feature_grids(r_fix, r_mov, u.shape[-3:], factor)
     kwargs = {"solver": solver, "tol": tol}
     if grad_A:
         kwargs["grad_A"] = True
@@ -181,12 +188,50 @@ def iterate(r_fix: torch.Tensor, represent: Callable[[torch.Tensor], torch.Tenso
     """
     if check_warp_space(warp_space) == "features":
         u_feat = to_feature_grid(u, factor)
-        _check_feature_grids(r_fix, moving, u_feat, u, factor)  # before warp's own, vaguer error
+        _check_feature_grids(r_fix, moving, u.shape[-3:], factor)  # before warp's own, vaguer error
         r_mov = warp(moving, u_feat)
     else:
         r_mov = represent(warp(moving, u))
     return displacement_update(r_fix, r_mov, u, lam, gamma=gamma, factor=factor, smooth=smooth,
                                solver=solver, tol=tol, grad_A=grad_A), r_mov
+
+
+def feature_grid_iterations(r_fix: torch.Tensor, r_mov: torch.Tensor, shape: Sequence[int],
+                            iterations: int, lam: float, gamma: float = 1.0, factor: int = 1,
+                            smooth: int = 5, solver: object | None = None, tol: float = 1e-6,
+                            callback: Callback | None = None) -> torch.Tensor:
+    """``iterations`` updates of Eq. (2) with ``warp_space="features"`` from ``u^0 = 0``, without
+    gradients; returns ``u^n`` ``(B, 3, *shape)`` on the image grid.
+
+    Equal (up to float rounding) to ``iterations`` calls of :func:`iterate` with
+    ``warp_space="features"``, but the field stays on the feature grid: with ``c^k`` the sum of
+    the feature-grid updates ``gamma * Δu``, the iteration's ``to_feature_grid(u^k)`` is
+    ``upsample_field_strided(c^k)`` and ``u^k = to_image_grid(c^k)`` (upsampling and the box
+    filter are linear), so the image-grid field is formed once, not once per iteration.
+
+    Args:
+        r_fix: ``(B, C, d, h, w)`` fixed representation on the feature grid.
+        r_mov: the moving representation on the same grid (computed once, warped here).
+        shape: the image grid ``(D, H, W)`` (``d = ceil(D / factor)``).
+        callback: ``callback(k, u^k, ssd)`` as in :func:`register` (``u^k`` is then formed on
+            the image grid every iteration).
+        others: see :func:`displacement_update`.
+    """
+    from suits.diffusion import gauss_newton_step
+
+    shape = tuple(int(s) for s in shape)
+    batch = max(r_fix.shape[0], r_mov.shape[0])
+    c = torch.zeros((batch, 3, *r_fix.shape[-3:]), device=r_fix.device, dtype=r_fix.dtype)
+    u_feat = torch.zeros_like(c)
+    _check_feature_grids(r_fix, r_mov, shape, factor)
+    with torch.no_grad():
+        for k in range(1, int(iterations) + 1):
+            r_warped = warp(r_mov, u_feat)
+            c = c + gamma * gauss_newton_step(r_fix, r_warped, u_feat, lam, solver=solver, tol=tol)
+            u_feat = upsample_field_strided(c, shape, factor, smooth)
+            if callback is not None:
+                callback(k, to_image_grid(c, shape, factor, smooth), representation_ssd(r_fix, r_warped))
+    return to_image_grid(c, shape, factor, smooth)
 
 
 def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | str,
@@ -235,10 +280,14 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
     u = torch.zeros((batch, 3, *fixed.shape[-3:]), device=fixed.device, dtype=dtype)
     with torch.no_grad():
         r_fix = rep(fixed, fixed_modality)
-        # what is warped every iteration: the image, or its representation computed once
-        source = rep(moving, moving_modality) if warp_space == "features" else moving
+        if warp_space == "features":    # the moving representation, computed once, is warped
+            r_mov = rep(moving, moving_modality).to(dtype)
+            u = feature_grid_iterations(r_fix.to(dtype), r_mov, fixed.shape[-3:], iterations, lam,
+                                        gamma=gamma, factor=factor, smooth=smooth, solver=solver,
+                                        tol=tol, callback=callback)
+            return u.expand(batch, *u.shape[1:]) if u.shape[0] != batch else u
         for k in range(1, int(iterations) + 1):
-            u, r_mov = iterate(r_fix, lambda x: rep(x, moving_modality), source, u, lam,
+            u, r_mov = iterate(r_fix, lambda x: rep(x, moving_modality), moving, u, lam,
                                gamma=gamma, factor=factor, smooth=smooth, solver=solver, tol=tol,
                                warp_space=warp_space)
             if callback is not None:

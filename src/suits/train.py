@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from suits import checkpoint as ckpt
-from suits.register import check_warp_space, iterate
+from suits.register import check_warp_space, feature_grid_iterations, iterate
 from suits.warp import box_filter, box_filter_strided, one_hot, warped_label_probability
 
 __all__ = ["train_suits", "draw_step", "label_representation", "label_iterations",
@@ -87,7 +87,8 @@ def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n:
     """``n`` iterations of Eq. (2) with the label maps as representations, without gradients;
     returns ``u^n`` on the image grid (zeros for ``n <= 0``). ``warp_space="image"`` warps the
     moving one-hot map on the image grid before pooling it to the feature grid;
-    ``"features"`` pools it once and warps the pooled map on the feature grid."""
+    ``"features"`` pools it once and warps the pooled map on the feature grid, keeping the field
+    there between iterations (:func:`suits.register.feature_grid_iterations`)."""
     B = max(fixed_onehot.shape[0], moving_onehot.shape[0])
     u = torch.zeros((B, 3, *fixed_onehot.shape[-3:]), device=fixed_onehot.device, dtype=fixed_onehot.dtype)
     if n <= 0:
@@ -95,9 +96,13 @@ def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n:
     with torch.no_grad():
         represent = lambda x: label_representation(x, factor, label_smooth)  # noqa: E731
         r_fix = represent(fixed_onehot)
-        source = represent(moving_onehot) if check_warp_space(warp_space) == "features" else moving_onehot
+        if check_warp_space(warp_space) == "features":
+            u_n = feature_grid_iterations(r_fix, represent(moving_onehot), u.shape[-3:], int(n), lam,
+                                          gamma=gamma, factor=factor, smooth=smooth, solver=solver,
+                                          tol=tol)
+            return u_n.expand_as(u).contiguous() if u_n.shape != u.shape else u_n
         for _ in range(int(n)):
-            u, _ = iterate(r_fix, represent, source, u, lam, gamma=gamma, factor=factor,
+            u, _ = iterate(r_fix, represent, moving_onehot, u, lam, gamma=gamma, factor=factor,
                            smooth=smooth, solver=solver, tol=tol, warp_space=warp_space)
     return u
 

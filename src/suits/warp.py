@@ -8,7 +8,8 @@ the grid it lives on, channel 0 along ``D``, 1 along ``H``, 2 along ``W``;
 Feature grids: a FeatCNN with downsampling factor ``f`` puts its output voxel ``i`` at image
 voxel ``i*f`` (``suits.featcnn``), so feature grid size = ``ceil(n / f)``. Moving a field
 between the image grid and such a grid is exact with ``downsample_field(u, f)`` and
-``upsample_field(du, shape, factor=f)``; ``resize_field`` is the generic ``align_corners``
+``upsample_field(du, shape, factor=f)``; ``upsample_field_strided`` is their composition
+evaluated on the feature grid only; ``resize_field`` is the generic ``align_corners``
 resize between two grids that span the same extent (voxel ``n-1`` on ``m-1``).
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "resize_field",
     "downsample_field",
     "upsample_field",
+    "upsample_field_strided",
     "box_filter",
     "box_filter_strided",
 ]
@@ -356,3 +358,37 @@ def upsample_field(du: torch.Tensor, shape: Sequence[int], smooth: int = 5,
     ratio = torch.tensor([(n - 1) / (m - 1) if m > 1 else 1.0 for m, n in zip(small, shape)],
                          device=du.device, dtype=du.dtype).view(1, 3, 1, 1, 1)
     return up * ratio
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_matrix_strided(n: int, m: int, factor: int, smooth: int, device: torch.device,
+                         dtype: torch.dtype) -> torch.Tensor:
+    """``(m, m)``: the rows ``0, f, 2f, ...`` of :func:`_axis_matrix` ``(n, m)``."""
+    with torch.inference_mode(False), torch.no_grad():
+        return _axis_matrix(n, m, factor, smooth, device, dtype)[::factor].contiguous()
+
+
+def upsample_field_strided(du: torch.Tensor, shape: Sequence[int], factor: int,
+                           smooth: int = 5) -> torch.Tensor:
+    """``downsample_field(upsample_field(du, shape, smooth, factor), factor)`` evaluated only on
+    the feature grid: a feature-grid update as the iteration sees it on the feature grid after
+    its round trip through the image grid (trilinear, box filter of size ``smooth``, strided
+    sampling; the factors ``f`` and ``1/f`` cancel). The map is linear and separable, so it is
+    the rows ``i*f`` of the per-axis matrices of :func:`upsample_field`: three products of
+    size ``d**2`` instead of an image-grid field. Equal up to float rounding; differentiable.
+
+    ``du`` ``(B, 3, d, h, w)`` with ``(d, h, w) = ceil(shape / factor)``; returns the same shape.
+    """
+    _check_field(du)
+    shape = tuple(int(s) for s in shape)
+    f, smooth = int(factor), int(smooth)
+    if f < 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    if smooth > 1 and smooth % 2 == 0:
+        raise ValueError(f"box filter size must be odd (centred), got {smooth}")
+    small = tuple(int(s) for s in du.shape[-3:])
+    if small != tuple(-(-n // f) for n in shape):
+        raise ValueError(f"field on {small} is not the factor-{f} feature grid of {shape}")
+    mats = [_axis_matrix_strided(n, m, f, max(smooth, 1), du.device, du.dtype)
+            for n, m in zip(shape, small)]
+    return _apply_separable(du, mats)
