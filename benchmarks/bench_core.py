@@ -103,6 +103,7 @@ def _instrument(timers: _Timers) -> None:
     reg.warp = timers.wrap("warp", reg.warp)
     reg.to_image_grid = timers.wrap("upsample + box filter", reg.to_image_grid)
     reg.to_feature_grid = timers.wrap("field to feature grid", reg.to_feature_grid)
+    reg.upsample_field_strided = timers.wrap("update on the feature grid", reg.upsample_field_strided)
 
 
 def child(which: str, shape, iterations: int, solver, seed: int, train_steps: int = 3,
