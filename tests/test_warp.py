@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from suits.warp import (box_filter, downsample_field, upsample_field_strided, identity_grid, one_hot, resize_field,
-                        upsample_field, warp, warp_labels)
+from suits.warp import (box_filter, downsample_field, identity_grid, one_hot, resize_field,
+                        upsample_field, upsample_field_strided, warp, warp_labels)
 
 
 def test_identity_grid_values():

@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from suits.featcnn import feature_shape
 from suits.warp import box_filter, downsample_field, upsample_field, upsample_field_strided, warp
 
 __all__ = [
@@ -131,7 +132,7 @@ def _check_feature_grids(r_fix: torch.Tensor, r_mov: torch.Tensor, shape: Sequen
                          factor: int) -> None:
     """The representations must share the factor-``factor`` feature grid of the image grid
     ``shape`` (``ceil(n / factor)`` voxels per axis, where :func:`to_feature_grid` puts a field)."""
-    grid = tuple(-(-int(n) // int(factor)) for n in shape)
+    grid = feature_shape(shape, factor)
     if tuple(r_fix.shape[-3:]) != grid or r_fix.shape != r_mov.shape:
         raise ValueError(
             f"feature grids disagree: fixed {tuple(r_fix.shape)}, moving {tuple(r_mov.shape)}, "
@@ -276,16 +277,15 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
     dtype = fixed.dtype if fixed.is_floating_point() else torch.float32
     fixed = fixed.to(dtype)
     moving = moving.to(device=fixed.device, dtype=dtype)
-    batch = max(fixed.shape[0], moving.shape[0])
-    u = torch.zeros((batch, 3, *fixed.shape[-3:]), device=fixed.device, dtype=dtype)
     with torch.no_grad():
         r_fix = rep(fixed, fixed_modality)
         if warp_space == "features":    # the moving representation, computed once, is warped
             r_mov = rep(moving, moving_modality).to(dtype)
-            u = feature_grid_iterations(r_fix.to(dtype), r_mov, fixed.shape[-3:], iterations, lam,
-                                        gamma=gamma, factor=factor, smooth=smooth, solver=solver,
-                                        tol=tol, callback=callback)
-            return u.expand(batch, *u.shape[1:]) if u.shape[0] != batch else u
+            return feature_grid_iterations(r_fix.to(dtype), r_mov, fixed.shape[-3:], iterations,
+                                           lam, gamma=gamma, factor=factor, smooth=smooth,
+                                           solver=solver, tol=tol, callback=callback)
+        batch = max(fixed.shape[0], moving.shape[0])
+        u = torch.zeros((batch, 3, *fixed.shape[-3:]), device=fixed.device, dtype=dtype)
         for k in range(1, int(iterations) + 1):
             u, r_mov = iterate(r_fix, lambda x: rep(x, moving_modality), moving, u, lam,
                                gamma=gamma, factor=factor, smooth=smooth, solver=solver, tol=tol,

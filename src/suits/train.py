@@ -97,10 +97,9 @@ def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n:
         represent = lambda x: label_representation(x, factor, label_smooth)  # noqa: E731
         r_fix = represent(fixed_onehot)
         if check_warp_space(warp_space) == "features":
-            u_n = feature_grid_iterations(r_fix, represent(moving_onehot), u.shape[-3:], int(n), lam,
-                                          gamma=gamma, factor=factor, smooth=smooth, solver=solver,
-                                          tol=tol)
-            return u_n.expand_as(u).contiguous() if u_n.shape != u.shape else u_n
+            return feature_grid_iterations(r_fix, represent(moving_onehot), u.shape[-3:], int(n),
+                                           lam, gamma=gamma, factor=factor, smooth=smooth,
+                                           solver=solver, tol=tol)
         for _ in range(int(n)):
             u, _ = iterate(r_fix, represent, moving_onehot, u, lam, gamma=gamma, factor=factor,
                            smooth=smooth, solver=solver, tol=tol, warp_space=warp_space)
