@@ -15,7 +15,8 @@ pairs where a model is trained)::
     # objective can reach without a network)
     .venv/bin/python benchmarks/baseline_trials.py objective results/phantom --pairs 3 \\
         --reg-weight 0.1 1 10
-    # warp_space image vs features with MIND-SSC and the run's FeatCNNs
+    # warp_space image vs features with MIND-SSC and the run's FeatCNNs (``--which test_pairs``
+    # scores the test pairs instead, as elastix does: for reporting after a choice)
     .venv/bin/python benchmarks/baseline_trials.py warp-space results/phantom --lam 2
     # why SimpleElastix-MI cannot gain on the phantom: a patient's CT registered to its own MR
     # (ideal field zero): drift, Dice, full-image Mattes MI at the truth vs at elastix's result,
@@ -172,7 +173,11 @@ def main() -> None:
     common.add_argument("results", type=Path, help="results/<dataset> of a finished run")
     common.add_argument("--pairs", type=int, default=None, help="training pairs scored (default all)")
     common.add_argument("--threads", type=int, default=2)
-    e = sub.add_parser("elastix", parents=[common])
+    # the scoring-only trials may score the test pairs (after a choice, never to make one)
+    which = argparse.ArgumentParser(add_help=False)
+    which.add_argument("--which", choices=("train_pairs", "test_pairs"), default="train_pairs",
+                       help="pairs of split.json scored (default: the training pairs)")
+    e = sub.add_parser("elastix", parents=[common, which])
     e.add_argument("overrides", nargs="+", help="JSON parameter-map overrides, one per candidate")
     v = sub.add_parser("voxelmorph", parents=[common])
     v.add_argument("--iterations", type=int, default=300)
@@ -184,7 +189,7 @@ def main() -> None:
     o.add_argument("--reg-weight", type=float, nargs="+", default=[0.1, 1.0, 10.0])
     o.add_argument("--lr", type=float, default=0.05)
     o.add_argument("--iterations", type=int, default=200)
-    w = sub.add_parser("warp-space", parents=[common])
+    w = sub.add_parser("warp-space", parents=[common, which])
     w.add_argument("--lam", type=float, default=2.0)
     w.add_argument("--factor", type=int, default=2, help="MIND-SSC feature grid factor")
     d = sub.add_parser("drift", help="same-patient CT -> MR phantom registrations")
@@ -197,8 +202,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.command == "drift":
         return cmd_drift(args)
-    pairs = load_pairs(args.results, "train_pairs", args.pairs)
-    print(f"{len(pairs)} training pairs of {args.results}; mean organ Dice; "
+    which = getattr(args, "which", "train_pairs")
+    pairs = load_pairs(args.results, which, args.pairs)
+    print(f"{len(pairs)} {which.replace('_', ' ')} of {args.results}; mean organ Dice; "
           f"initial {mean_pair_dice(pairs, zero):.4f}", flush=True)
     {"elastix": cmd_elastix, "voxelmorph": cmd_voxelmorph, "objective": cmd_objective,
      "warp-space": cmd_warp_space}[args.command](args, pairs)
