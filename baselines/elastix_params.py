@@ -1,10 +1,12 @@
 """The SimpleElastix-MI parameter map (paper Sec. 4.1), as a plain ``dict`` a workflow can list
 and override.
 
-Starting point: elastix's own ``GetDefaultParameterMap("bspline")`` (4 resolutions,
-``AdvancedMattesMutualInformation`` + ``TransformBendingEnergyPenalty``, adaptive stochastic
-gradient descent, 256 iterations, 2048 random samples, smoothing pyramids). Changes, each one a
-key in :data:`OVERRIDES`:
+Starting point: elastix's own ``GetDefaultParameterMap("bspline", n)`` for the effective number
+of resolutions ``n`` (4 unless overridden: ``AdvancedMattesMutualInformation`` +
+``TransformBendingEnergyPenalty``, adaptive stochastic gradient descent, 256 iterations, 2048
+random samples, smoothing pyramids, a control-grid schedule of one entry per resolution), so an
+override of ``NumberOfResolutions`` alone keeps every per-resolution schedule consistent.
+Changes, each one a key in :data:`OVERRIDES`:
 
 - ``FinalGridSpacingInVoxels`` 4 (the paper's "control point spacing of every 4th voxel"),
   replacing the default ``FinalGridSpacingInPhysicalUnits`` 8 mm (elastix refuses both);
@@ -45,22 +47,56 @@ def _as_strings(value: Any) -> tuple[str, ...]:
     return (str(value),)
 
 
-def _elastix_default() -> dict[str, tuple[str, ...]]:
+# keys with one value (or one group of values) per resolution; elastix stops with an internal
+# error when their length does not match NumberOfResolutions
+_SCHEDULES = {"GridSpacingSchedule": 1, "FixedImagePyramidSchedule": 3,
+              "MovingImagePyramidSchedule": 3}
+
+
+def _elastix_default(resolutions: int = 4) -> dict[str, tuple[str, ...]]:
     import SimpleITK as sitk
 
     if not hasattr(sitk, "GetDefaultParameterMap"):
         raise ImportError("the SimpleITK module has no elastix; install SimpleITK-SimpleElastix "
                           "(not plain SimpleITK): pip install 'suits-bench[baselines]'")
-    return {k: tuple(v) for k, v in sitk.GetDefaultParameterMap("bspline").items()}
+    return {k: tuple(v) for k, v in sitk.GetDefaultParameterMap("bspline", resolutions).items()}
+
+
+def _resolutions(layers: Sequence[Mapping[str, Any]]) -> int:
+    """The number of resolutions the layers end with (the last one that sets it wins)."""
+    n: Any = OVERRIDES["NumberOfResolutions"]
+    for layer in layers:
+        if layer.get("NumberOfResolutions") is not None:
+            n = layer["NumberOfResolutions"]
+    values = _as_strings(n)
+    try:
+        n = int(values[0]) if len(values) == 1 else None
+    except ValueError:
+        n = None
+    if n is None or n < 1:
+        raise ValueError(f"elastix NumberOfResolutions must be one integer >= 1, got {values}")
+    return n
+
+
+def _check_schedules(pm: Mapping[str, tuple[str, ...]]) -> None:
+    if "NumberOfResolutions" not in pm:
+        return
+    n = int(pm["NumberOfResolutions"][0])
+    for key, per_level in _SCHEDULES.items():
+        if key in pm and len(pm[key]) not in {n * per_level} | ({n} if per_level > 1 else set()):
+            raise ValueError(f"elastix {key} has {len(pm[key])} values but NumberOfResolutions is "
+                             f"{n}: give {n * per_level} values (one per resolution"
+                             f"{', per axis' if per_level > 1 else ''}) or leave {key} unset")
 
 
 def parameter_map(overrides: Mapping[str, Any] | None = None,
                   final_grid_spacing_voxels: float | Sequence[float] | None = None,
                   seed: int | None = None) -> dict[str, tuple[str, ...]]:
-    """The effective parameter map: elastix's B-spline default, then :data:`OVERRIDES`, then
-    ``final_grid_spacing_voxels`` / ``seed`` if given, then ``overrides`` (a value ``None``
-    deletes the key). Returned sorted by key; values are tuples of strings."""
-    pm = _elastix_default()
+    """The effective parameter map: elastix's B-spline default for the effective number of
+    resolutions, then :data:`OVERRIDES`, then ``final_grid_spacing_voxels`` / ``seed`` if given,
+    then ``overrides`` (a value ``None`` deletes the key). Returned sorted by key; values are
+    tuples of strings. Raises ``ValueError`` for a per-resolution schedule whose length does not
+    match ``NumberOfResolutions``."""
     layers: list[Mapping[str, Any]] = [OVERRIDES]
     extra: dict[str, Any] = {}
     if final_grid_spacing_voxels is not None:
@@ -68,6 +104,7 @@ def parameter_map(overrides: Mapping[str, Any] | None = None,
     if seed is not None:
         extra["RandomSeed"] = int(seed)
     layers += [extra, dict(overrides or {})]
+    pm = _elastix_default(_resolutions(layers))
     for layer in layers:
         for key, value in layer.items():
             if value is None:
@@ -77,6 +114,7 @@ def parameter_map(overrides: Mapping[str, Any] | None = None,
     if "FinalGridSpacingInVoxels" in pm and "FinalGridSpacingInPhysicalUnits" in pm:
         raise ValueError("set only one of FinalGridSpacingInVoxels / FinalGridSpacingInPhysicalUnits "
                          "(override the other with None)")
+    _check_schedules(pm)
     return dict(sorted(pm.items()))
 
 

@@ -36,7 +36,7 @@ import suits  # noqa: F401  (OpenMP wait policy before torch)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_settings import load_pairs, mean_dice, mean_pair_dice  # noqa: E402
+from sweep_settings import load_pairs, mean_dice, mean_pair_dice, pair_dice  # noqa: E402
 
 
 def zero(f, m, fa):
@@ -44,15 +44,21 @@ def zero(f, m, fa):
 
 
 def cmd_elastix(args, pairs) -> None:
+    import numpy as np
+
     from baselines.elastix_mi import register as elastix
     from baselines.elastix_params import parameter_map
 
+    initial = np.array(pair_dice(pairs, zero))
+    print(f"  initial  {initial.mean():.4f}", flush=True)
     for text in args.overrides:
         pm = parameter_map(json.loads(text))
         t0 = time.perf_counter()
-        d = mean_pair_dice(pairs, lambda f, m, fa: elastix(f[0, 0].numpy(), m[0, 0].numpy(), fa, fa,
-                                                           pm, threads=args.threads))
-        print(f"  elastix {text}  {d:.4f}   ({(time.perf_counter() - t0) / len(pairs):.1f} s/pair)",
+        d = np.array(pair_dice(pairs, lambda f, m, fa: elastix(f[0, 0].numpy(), m[0, 0].numpy(),
+                                                                fa, fa, pm, threads=args.threads)))
+        gain = d - initial
+        print(f"  elastix {text}  {d.mean():.4f}  (gain {gain.mean():+.4f}, worst pair "
+              f"{gain.min():+.3f}; {(time.perf_counter() - t0) / len(pairs):.1f} s/pair)",
               flush=True)
 
 

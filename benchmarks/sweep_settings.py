@@ -62,15 +62,20 @@ def load_pairs(results: Path, which: str = "train_pairs", n: int | None = None) 
     return pairs
 
 
-def mean_pair_dice(pairs: list[tuple], field_of) -> float:
-    """Mean over ``pairs`` of the mean organ Dice after warping the moving labels by
+def pair_dice(pairs: list[tuple], field_of) -> list[float]:
+    """Per pair, the mean organ Dice after warping the moving labels by
     ``field_of(fixed, moving, fixed_affine)`` (labels: those of the first fixed map)."""
     labels = sorted(int(v) for v in np.unique(pairs[0][2]) if v > 0)
     out = []
     for f, m, fl, ml, fa in pairs:
         w = warp_labels(ml.long(), field_of(f, m, fa), max(labels) + 1).argmax(1)[0].numpy()
         out.append(mean_dice(fl[0, 0].numpy(), w, labels))
-    return float(np.mean(out))
+    return out
+
+
+def mean_pair_dice(pairs: list[tuple], field_of) -> float:
+    """Mean over ``pairs`` of :func:`pair_dice`."""
+    return float(np.mean(pair_dice(pairs, field_of)))
 
 
 def main() -> None:

@@ -49,6 +49,36 @@ def test_parameter_map_paper_settings_and_overrides():
         parameter_map({"FinalGridSpacingInPhysicalUnits": 8})
 
 
+def test_parameter_map_schedules_follow_number_of_resolutions():
+    """Overriding NumberOfResolutions alone gives elastix's default schedule for that many levels
+    (the finest entries of the 4-level one); a schedule of the wrong length is refused up front
+    (elastix itself stops with an internal error)."""
+    four = parameter_map()["GridSpacingSchedule"]
+    assert len(four) == 4
+    for n in (1, 2, 3):
+        pm = parameter_map({"NumberOfResolutions": n})
+        assert pm["NumberOfResolutions"] == (str(n),)
+        assert pm["GridSpacingSchedule"] == four[4 - n:]
+    assert parameter_map({"NumberOfResolutions": 2, "GridSpacingSchedule": [2, 1]})[
+        "GridSpacingSchedule"] == ("2", "1")
+    with pytest.raises(ValueError, match="GridSpacingSchedule has 3 values but NumberOfResolutions is 2"):
+        parameter_map({"NumberOfResolutions": 2, "GridSpacingSchedule": [4, 2, 1]})
+    with pytest.raises(ValueError, match="FixedImagePyramidSchedule has 2 values"):
+        parameter_map({"FixedImagePyramidSchedule": [2, 1]})
+    assert len(parameter_map({"FixedImagePyramidSchedule": [8] * 3 + [4] * 3 + [2] * 3 + [1] * 3})[
+        "FixedImagePyramidSchedule"]) == 12
+    with pytest.raises(ValueError, match="one integer"):
+        parameter_map({"NumberOfResolutions": "two"})
+
+
+def test_fewer_resolutions_run(phantom):
+    """A map with 2 resolutions and only NumberOfResolutions overridden runs in elastix."""
+    img, _, affine = phantom
+    u = register(img, img, affine, params=parameter_map({"NumberOfResolutions": 2,
+                                                         "MaximumNumberOfIterations": 20}), threads=2)
+    assert u.shape == (1, 3, *SHAPE) and torch.isfinite(u).all()
+
+
 def test_to_sitk_geometry_matches_nifti_affine():
     """Voxel (i,j,k) of the numpy volume lands at ITK index (i,j,k) and the NIfTI world point
     (RAS) equals ITK's physical point (LPS) with x, y negated."""
