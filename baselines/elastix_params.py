@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-__all__ = ["DEFAULT_SEED", "OVERRIDES", "parameter_map", "to_elastix", "format_map"]
+__all__ = ["DEFAULT_SEED", "OVERRIDES", "check_overrides", "parameter_map", "to_elastix", "format_map"]
 
 DEFAULT_SEED = 121212
 OVERRIDES: dict[str, Any] = {
@@ -78,15 +78,46 @@ def _resolutions(layers: Sequence[Mapping[str, Any]]) -> int:
     return n
 
 
-def _check_schedules(pm: Mapping[str, tuple[str, ...]]) -> None:
-    if "NumberOfResolutions" not in pm:
+def _check_schedules(pm: Mapping[str, Any]) -> None:
+    if pm.get("NumberOfResolutions") is None:
         return
-    n = int(pm["NumberOfResolutions"][0])
+    n = int(_as_strings(pm["NumberOfResolutions"])[0])
     for key, per_level in _SCHEDULES.items():
-        if key in pm and len(pm[key]) not in {n * per_level} | ({n} if per_level > 1 else set()):
-            raise ValueError(f"elastix {key} has {len(pm[key])} values but NumberOfResolutions is "
+        if pm.get(key) is None:
+            continue
+        got = len(_as_strings(pm[key]))
+        if got not in {n * per_level} | ({n} if per_level > 1 else set()):
+            raise ValueError(f"elastix {key} has {got} values but NumberOfResolutions is "
                              f"{n}: give {n * per_level} values (one per resolution"
                              f"{', per axis' if per_level > 1 else ''}) or leave {key} unset")
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (str, bool, int, float))
+
+
+def check_overrides(overrides: Mapping[str, Any] | None) -> None:
+    """Check parameter-map overrides without elastix (so the workflow can refuse a bad config
+    before any job runs): keys are elastix parameter names, values scalars, lists of scalars or
+    ``None``; ``NumberOfResolutions`` one integer >= 1; per-resolution schedules as long as the
+    resolutions; not both final grid spacings. Raises ``ValueError`` naming the key."""
+    overrides = dict(overrides or {})
+    for key, value in overrides.items():
+        if not isinstance(key, str) or not key.isidentifier() or not key[0].isalpha():
+            raise ValueError(f"elastix parameter name {key!r} is not an elastix parameter "
+                             "(letters and digits, e.g. Metric1Weight)")
+        ok = value is None or _is_scalar(value) or (
+            isinstance(value, (list, tuple)) and value and all(_is_scalar(v) for v in value))
+        if not ok:
+            raise ValueError(f"elastix parameter {key}: value {value!r} is not a number, a "
+                             "string, a boolean, a non-empty list of them, or null")
+    n = _resolutions([OVERRIDES, overrides])
+    _check_schedules({**{k: v for k, v in overrides.items()}, "NumberOfResolutions": n})
+    if (overrides.get("FinalGridSpacingInPhysicalUnits") is not None
+            and overrides.get("FinalGridSpacingInVoxels", OVERRIDES["FinalGridSpacingInVoxels"])
+            is not None):
+        raise ValueError("set only one of FinalGridSpacingInVoxels / FinalGridSpacingInPhysicalUnits "
+                         "(override the other with None)")
 
 
 def parameter_map(overrides: Mapping[str, Any] | None = None,
@@ -104,6 +135,7 @@ def parameter_map(overrides: Mapping[str, Any] | None = None,
     if seed is not None:
         extra["RandomSeed"] = int(seed)
     layers += [extra, dict(overrides or {})]
+    check_overrides(overrides)
     pm = _elastix_default(_resolutions(layers))
     for layer in layers:
         for key, value in layer.items():

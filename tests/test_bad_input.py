@@ -231,6 +231,14 @@ def test_unknown_config_key(case):
     assert_fails_cleanly(case, "n_tset")
 
 
+def test_elastix_schedule_of_wrong_length(case):
+    """The free-form elastix map is checked when the workflow is parsed, not at the first
+    test pair (where elastix stops with an internal error)."""
+    case.config["elastix"]["parameters"].update(NumberOfResolutions=2,
+                                                GridSpacingSchedule=[4, 2, 1])
+    assert_fails_cleanly(case, "elastix.parameters", "GridSpacingSchedule has 3 values")
+
+
 # ------------------------------------------------------------------------------ manifest / split
 
 

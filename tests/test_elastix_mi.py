@@ -71,6 +71,22 @@ def test_parameter_map_schedules_follow_number_of_resolutions():
         parameter_map({"NumberOfResolutions": "two"})
 
 
+def test_check_overrides_names_the_bad_key():
+    from baselines.elastix_params import check_overrides
+
+    check_overrides({"NumberOfResolutions": 3, "GridSpacingSchedule": [3, 2, 1],
+                     "Metric1Weight": 30, "Metric": ["A", "B"], "WriteResultImage": False,
+                     "FinalGridSpacingInVoxels": None, "FinalGridSpacingInPhysicalUnits": 8})
+    for bad, match in [({"Metric1Weight": {"a": 1}}, "Metric1Weight: value"),
+                       ({"Metric": []}, "Metric: value"),
+                       ({"Final Grid": 4}, "'Final Grid' is not"),
+                       ({"GridSpacingSchedule": [2, 1]}, "has 2 values but NumberOfResolutions is 4"),
+                       ({"NumberOfResolutions": 0}, "integer >= 1"),
+                       ({"FinalGridSpacingInPhysicalUnits": 8}, "only one")]:
+        with pytest.raises(ValueError, match=match):
+            check_overrides(bad)
+
+
 def test_fewer_resolutions_run(phantom):
     """A map with 2 resolutions and only NumberOfResolutions overridden runs in elastix."""
     img, _, affine = phantom

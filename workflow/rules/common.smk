@@ -75,6 +75,21 @@ else:
 BY_ID = {r.id: r for r in RECORDS}
 IDS = sorted(BY_ID)
 
+if "elastix" in METHODS:
+    # the parameter map is free-form in the schema: its structure is checked here, before any
+    # job runs (elastix itself would stop with an internal error at the first test pair)
+    sys.path.append(str(Path(workflow.basedir)))
+    from baselines.elastix_params import check_overrides  # noqa: E402
+
+    try:
+        check_overrides(config["elastix"]["parameters"])
+    except ValueError as err:
+        raise InputError(
+            "config key elastix.parameters",
+            str(err),
+            "see baselines/elastix_params.py and the elastix manual for the parameters",
+        )
+
 
 def compute_splits():
     return [
