@@ -20,7 +20,11 @@ overrides as scalars, sequences or ``None`` (``None`` removes the key).
 """
 from __future__ import annotations
 
+import numbers
+import re
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 __all__ = ["DEFAULT_SEED", "OVERRIDES", "check_overrides", "parameter_map", "to_elastix", "format_map"]
 
@@ -40,17 +44,20 @@ def _as_strings(value: Any) -> tuple[str, ...]:
     sequences element-wise."""
     if isinstance(value, (str, bytes)):
         return (value.decode() if isinstance(value, bytes) else value,)
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return ("true" if value else "false",)
     if isinstance(value, Sequence):
         return tuple(s for v in value for s in _as_strings(v))
     return (str(value),)
 
 
-# keys with one value (or one group of values) per resolution; elastix stops with an internal
-# error when their length does not match NumberOfResolutions
-_SCHEDULES = {"GridSpacingSchedule": 1, "FixedImagePyramidSchedule": 3,
-              "MovingImagePyramidSchedule": 3}
+# per-resolution schedules and the value counts elastix accepts for n resolutions of a 3-D
+# image: the control-grid schedule one value per resolution or one per resolution and axis
+# (other counts stop elastix with "Invalid GridSpacingSchedule"); the pyramid schedules one per
+# resolution and axis (with fewer elastix warns and silently uses its default pyramid)
+_SCHEDULES = {"GridSpacingSchedule": (1, 3), "FixedImagePyramidSchedule": (3,),
+              "MovingImagePyramidSchedule": (3,), "ImagePyramidSchedule": (3,)}
+_MAX_RESOLUTIONS = 10
 
 
 def _elastix_default(resolutions: int = 4) -> dict[str, tuple[str, ...]]:
@@ -66,53 +73,63 @@ def _resolutions(layers: Sequence[Mapping[str, Any]]) -> int:
     """The number of resolutions the layers end with (the last one that sets it wins)."""
     n: Any = OVERRIDES["NumberOfResolutions"]
     for layer in layers:
-        if layer.get("NumberOfResolutions") is not None:
+        if "NumberOfResolutions" in layer:
             n = layer["NumberOfResolutions"]
+            if n is None:
+                raise ValueError("elastix NumberOfResolutions cannot be removed (elastix would "
+                                 "fall back to 3 levels with schedules made for another number): "
+                                 "give an integer")
     values = _as_strings(n)
-    try:
-        n = int(values[0]) if len(values) == 1 else None
-    except ValueError:
-        n = None
-    if n is None or n < 1:
-        raise ValueError(f"elastix NumberOfResolutions must be one integer >= 1, got {values}")
-    return n
+    text = values[0].strip() if len(values) == 1 and not isinstance(n, bool) else ""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_RESOLUTIONS:
+        raise ValueError(f"elastix NumberOfResolutions must be one integer from 1 to "
+                         f"{_MAX_RESOLUTIONS}, got {n!r}")
+    return int(text)
 
 
-def _check_schedules(pm: Mapping[str, Any]) -> None:
-    if pm.get("NumberOfResolutions") is None:
-        return
-    n = int(_as_strings(pm["NumberOfResolutions"])[0])
+def _check_schedules(pm: Mapping[str, Any], n: int) -> None:
     for key, per_level in _SCHEDULES.items():
         if pm.get(key) is None:
             continue
         got = len(_as_strings(pm[key]))
-        if got not in {n * per_level} | ({n} if per_level > 1 else set()):
-            raise ValueError(f"elastix {key} has {got} values but NumberOfResolutions is "
-                             f"{n}: give {n * per_level} values (one per resolution"
-                             f"{', per axis' if per_level > 1 else ''}) or leave {key} unset")
+        allowed = [n * k for k in per_level]
+        if got not in allowed:
+            counts = " or ".join(str(c) for c in allowed)
+            what = "one per resolution" + (" and axis" if per_level == (3,) else
+                                           ", or one per resolution and axis")
+            raise ValueError(f"elastix {key} has {got} values but NumberOfResolutions is {n}: "
+                             f"give {counts} values ({what}) or leave {key} unset")
 
 
 def _is_scalar(value: Any) -> bool:
-    return isinstance(value, (str, bool, int, float))
+    return isinstance(value, (str, bool, numbers.Number, np.generic))
+
+
+def _is_value(value: Any) -> bool:
+    """A scalar, or a non-empty list of scalars or of lists of scalars (flattened by elastix)."""
+    if _is_scalar(value):
+        return True
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    return all(_is_scalar(v) or (isinstance(v, (list, tuple)) and v and all(map(_is_scalar, v)))
+               for v in value)
 
 
 def check_overrides(overrides: Mapping[str, Any] | None) -> None:
     """Check parameter-map overrides without elastix (so the workflow can refuse a bad config
     before any job runs): keys are elastix parameter names, values scalars, lists of scalars or
-    ``None``; ``NumberOfResolutions`` one integer >= 1; per-resolution schedules as long as the
-    resolutions; not both final grid spacings. Raises ``ValueError`` naming the key."""
+    ``None``; ``NumberOfResolutions`` one integer (it cannot be removed); per-resolution
+    schedules as long as elastix needs them; not both final grid spacings. Raises
+    ``ValueError`` naming the key."""
     overrides = dict(overrides or {})
     for key, value in overrides.items():
-        if not isinstance(key, str) or not key.isidentifier() or not key[0].isalpha():
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", key):
             raise ValueError(f"elastix parameter name {key!r} is not an elastix parameter "
                              "(letters and digits, e.g. Metric1Weight)")
-        ok = value is None or _is_scalar(value) or (
-            isinstance(value, (list, tuple)) and value and all(_is_scalar(v) for v in value))
-        if not ok:
+        if value is not None and not _is_value(value):
             raise ValueError(f"elastix parameter {key}: value {value!r} is not a number, a "
                              "string, a boolean, a non-empty list of them, or null")
-    n = _resolutions([OVERRIDES, overrides])
-    _check_schedules({**{k: v for k, v in overrides.items()}, "NumberOfResolutions": n})
+    _check_schedules(overrides, _resolutions([OVERRIDES, overrides]))
     if (overrides.get("FinalGridSpacingInPhysicalUnits") is not None
             and overrides.get("FinalGridSpacingInVoxels", OVERRIDES["FinalGridSpacingInVoxels"])
             is not None):
@@ -136,7 +153,8 @@ def parameter_map(overrides: Mapping[str, Any] | None = None,
         extra["RandomSeed"] = int(seed)
     layers += [extra, dict(overrides or {})]
     check_overrides(overrides)
-    pm = _elastix_default(_resolutions(layers))
+    n = _resolutions(layers)
+    pm = _elastix_default(n)
     for layer in layers:
         for key, value in layer.items():
             if value is None:
@@ -146,7 +164,7 @@ def parameter_map(overrides: Mapping[str, Any] | None = None,
     if "FinalGridSpacingInVoxels" in pm and "FinalGridSpacingInPhysicalUnits" in pm:
         raise ValueError("set only one of FinalGridSpacingInVoxels / FinalGridSpacingInPhysicalUnits "
                          "(override the other with None)")
-    _check_schedules(pm)
+    _check_schedules(pm, n)
     return dict(sorted(pm.items()))
 
 

@@ -69,6 +69,8 @@ def test_parameter_map_schedules_follow_number_of_resolutions():
         "FixedImagePyramidSchedule"]) == 12
     with pytest.raises(ValueError, match="one integer"):
         parameter_map({"NumberOfResolutions": "two"})
+    with pytest.raises(ValueError, match="give 6 values"):   # elastix would silently ignore it
+        parameter_map({"NumberOfResolutions": 2, "FixedImagePyramidSchedule": [2, 1]})
 
 
 def test_check_overrides_names_the_bad_key():
@@ -77,11 +79,21 @@ def test_check_overrides_names_the_bad_key():
     check_overrides({"NumberOfResolutions": 3, "GridSpacingSchedule": [3, 2, 1],
                      "Metric1Weight": 30, "Metric": ["A", "B"], "WriteResultImage": False,
                      "FinalGridSpacingInVoxels": None, "FinalGridSpacingInPhysicalUnits": 8})
+    # what elastix also accepts: per-axis grid schedules, nested pyramid schedules, numpy values
+    check_overrides({"NumberOfResolutions": np.int64(2), "GridSpacingSchedule": [2, 2, 2, 1, 1, 1],
+                     "FixedImagePyramidSchedule": [[2, 2, 2], [1, 1, 1]],
+                     "Metric1Weight": np.float32(3), "WriteResultImage": np.bool_(False)})
+    assert parameter_map({"WriteResultImage": np.bool_(True)})["WriteResultImage"] == ("true",)
     for bad, match in [({"Metric1Weight": {"a": 1}}, "Metric1Weight: value"),
+                       ({"NumberOfResolutions": None}, "cannot be removed"),
+                       ({"NumberOfResolutions": True}, "from 1 to 10"),
+                       ({"MovingImagePyramidSchedule": [4, 2, 1, 1]}, "give 12 values"),
+                       ({"NumberOfResolutions": 2, "GridSpacingSchedule": [2, 2, 1, 1]},
+                        "give 2 or 6 values"),
                        ({"Metric": []}, "Metric: value"),
                        ({"Final Grid": 4}, "'Final Grid' is not"),
                        ({"GridSpacingSchedule": [2, 1]}, "has 2 values but NumberOfResolutions is 4"),
-                       ({"NumberOfResolutions": 0}, "integer >= 1"),
+                       ({"NumberOfResolutions": 0}, "from 1 to 10"),
                        ({"FinalGridSpacingInPhysicalUnits": 8}, "only one")]:
         with pytest.raises(ValueError, match=match):
             check_overrides(bad)

@@ -78,7 +78,7 @@ IDS = sorted(BY_ID)
 if "elastix" in METHODS:
     # the parameter map is free-form in the schema: its structure is checked here, before any
     # job runs (elastix itself would stop with an internal error at the first test pair)
-    sys.path.append(str(Path(workflow.basedir)))
+    sys.path.insert(0, str(Path(workflow.basedir)))
     from baselines.elastix_params import check_overrides  # noqa: E402
 
     try:
