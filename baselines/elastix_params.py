@@ -87,7 +87,14 @@ def _resolutions(layers: Sequence[Mapping[str, Any]]) -> int:
     return int(text)
 
 
-def _check_schedules(pm: Mapping[str, Any], n: int) -> None:
+def _check_map(pm: Mapping[str, Any], n: int) -> None:
+    """The consistency rules for a (partial) map with ``n`` resolutions: not both final grid
+    spacings, per-resolution schedules of a length elastix accepts. Keys set to ``None`` are
+    absent."""
+    if (pm.get("FinalGridSpacingInVoxels") is not None
+            and pm.get("FinalGridSpacingInPhysicalUnits") is not None):
+        raise ValueError("set only one of FinalGridSpacingInVoxels / FinalGridSpacingInPhysicalUnits "
+                         "(override the other with None)")
     for key, per_level in _SCHEDULES.items():
         if pm.get(key) is None:
             continue
@@ -129,12 +136,7 @@ def check_overrides(overrides: Mapping[str, Any] | None) -> None:
         if value is not None and not _is_value(value):
             raise ValueError(f"elastix parameter {key}: value {value!r} is not a number, a "
                              "string, a boolean, a non-empty list of them, or null")
-    _check_schedules(overrides, _resolutions([OVERRIDES, overrides]))
-    if (overrides.get("FinalGridSpacingInPhysicalUnits") is not None
-            and overrides.get("FinalGridSpacingInVoxels", OVERRIDES["FinalGridSpacingInVoxels"])
-            is not None):
-        raise ValueError("set only one of FinalGridSpacingInVoxels / FinalGridSpacingInPhysicalUnits "
-                         "(override the other with None)")
+    _check_map({**OVERRIDES, **overrides}, _resolutions([OVERRIDES, overrides]))
 
 
 def parameter_map(overrides: Mapping[str, Any] | None = None,
@@ -161,10 +163,7 @@ def parameter_map(overrides: Mapping[str, Any] | None = None,
                 pm.pop(key, None)
             else:
                 pm[str(key)] = _as_strings(value)
-    if "FinalGridSpacingInVoxels" in pm and "FinalGridSpacingInPhysicalUnits" in pm:
-        raise ValueError("set only one of FinalGridSpacingInVoxels / FinalGridSpacingInPhysicalUnits "
-                         "(override the other with None)")
-    _check_schedules(pm, n)
+    _check_map(pm, n)
     return dict(sorted(pm.items()))
 
 
