@@ -13,6 +13,12 @@ ru_maxrss``, is that measurement's alone) on synthetic data of the paper's grid
   ``k_back`` drawn as in training (seeded, uniform in [1, 15]); time per step = total / steps;
 * ``train-worst``: the same step with ``k_back = 15`` (14 label iterations + the tracked one);
 * ``train-k1``: the step with ``k_back = 1`` (the tracked iteration only).
+
+``train-worst`` and ``train-k1`` run the step ``--warmup`` times (default 2) untimed and then
+time it once, in one process: the steady step that a training run repeats hundreds of times.
+The first steps map the process's memory, whose page faults cost from almost nothing to over
+10 s on the 2-vCPU VM this project is measured on, depending on the day
+(``docs/benchmarks.md``); their times are printed too. ``--warmup 0`` times the first step alone (the figures before session 17).
 * ``guidance``: forward + backward of the guidance loss (Eq. 3) at the image grid, through
   ``suits.train.guidance_loss`` (the target channel only) and through the ``K``-channel
   ``warp_labels`` formulation it replaces (3 repeats each, best printed).
@@ -24,8 +30,8 @@ With both ``train-k1`` and ``train-worst`` the mean step time over ``k_back`` un
 Usage::
 
     .venv/bin/python benchmarks/bench_core.py [--size 138 187 192] [--threads 2] [--only register]
-        [--omp-wait-policy passive|active] [--huge-pages on|off] [--warp-space default|image|features]
-        [--label-warp-space features|image]
+        [--omp-wait-policy passive|active] [--huge-pages on|off] [--retain-memory on|off]
+        [--warp-space default|image|features] [--label-warp-space features|image] [--warmup N]
 
 Peak memory (ru_maxrss) includes the Python interpreter and torch (~0.3-0.4 GB). Wall time
 depends on the load of the machine (printed); "CPU" is the process CPU time (user + system,
@@ -107,7 +113,7 @@ def _instrument(timers: _Timers) -> None:
 
 
 def child(which: str, shape, iterations: int, solver, seed: int, train_steps: int = 3,
-          warp_space: str = "default", label_warp_space: str = "features") -> dict:
+          warp_space: str = "default", label_warp_space: str = "features", warmup: int = 2) -> dict:
     """Run one measurement in this process and return its numbers."""
     import torch
 
@@ -169,11 +175,27 @@ def child(which: str, shape, iterations: int, solver, seed: int, train_steps: in
         logging.getLogger("suits.train").setLevel(logging.INFO)
         k_min = iterations if which == "train-worst" else 1
         k_max = 1 if which == "train-k1" else iterations
-        steps = 1 if which in ("train-worst", "train-k1") else int(train_steps)
+        single = which in ("train-worst", "train-k1")
+        steps = 1 if single else int(train_steps)
+
+        def run():
+            return train_suits(model, [data], steps=steps, batch=1, lr=1e-5, lam=5.0, k_max=k_max,
+                               k_min=k_min, num_classes=7, seed=seed, solver=solver, progress=False,
+                               label_warp_space=label_warp_space, **space)[1]
+
+        if single and warmup > 0:
+            # the first steps of a process map its memory (page faults, costly on some VMs); a
+            # training run repeats the steady step hundreds of times
+            result["warmup_seconds"] = []
+            for _ in range(warmup):
+                t0 = time.perf_counter()
+                run()
+                result["warmup_seconds"].append(round(time.perf_counter() - t0, 2))
+            timers.t.clear()
+            timers.n.clear()
+            k_backs.clear()
         t0, c0 = time.perf_counter(), time.process_time()
-        _, losses = train_suits(model, [data], steps=steps, batch=1, lr=1e-5, lam=5.0, k_max=k_max,
-                                k_min=k_min, num_classes=7, seed=seed, solver=solver, progress=False,
-                                label_warp_space=label_warp_space, **space)
+        losses = run()
         result["seconds"] = (time.perf_counter() - t0) / steps
         result["cpu_seconds"] = (time.process_time() - c0) / steps
         result["steps"] = steps
@@ -202,9 +224,13 @@ def main(argv=None) -> int:
     p.add_argument("--omp-wait-policy", choices=("passive", "active"), default="passive",
                    help="OMP_WAIT_POLICY of the measured processes (passive: what importing suits "
                         "sets by default; active: OpenMP's spinning default)")
-    p.add_argument("--huge-pages", choices=("on", "off"), default="on",
-                   help="THP_MEM_ALLOC_ENABLE of the measured processes (on: what importing suits "
-                        "sets by default; off: torch's default 4 KB pages)")
+    p.add_argument("--huge-pages", choices=("on", "off"), default="off",
+                   help="THP_MEM_ALLOC_ENABLE of the measured processes (off: torch's default 4 KB "
+                        "pages, what suits uses since session 17; on: transparent huge pages)")
+    p.add_argument("--retain-memory", choices=("on", "off"), default="on",
+                   help="SUITS_RETAIN_FREED_MEMORY of the measured processes (on: what importing "
+                        "suits does by default, glibc keeps freed memory for reuse; off: glibc's "
+                        "default, large blocks unmapped on free; suits.memory)")
     p.add_argument("--warp-space", choices=("default", "image", "features"), default="default",
                    help="warp_space of suits.register and of suits.train's tracked iteration: "
                         "default: each function's own (register: features, train: image); image: "
@@ -213,6 +239,10 @@ def main(argv=None) -> int:
     p.add_argument("--label-warp-space", choices=("features", "image"), default="features",
                    help="suits.train label_warp_space: warp the pooled label maps on the feature "
                         "grid (default) or the one-hot maps on the image grid")
+    p.add_argument("--warmup", type=int, default=2, metavar="N",
+                   help="train-k1 / train-worst: run the step N times untimed, then time it once "
+                        "(the steady step of a training run; the untimed steps' times are printed "
+                        "too); 0 times the first step of a fresh process")
     p.add_argument("--json", action="store_true", help="print the raw JSON records too")
     p.add_argument("--child", choices=MEASUREMENTS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -222,16 +252,19 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
         print(json.dumps(child(args.child, tuple(args.size), args.iterations, args.solver, args.seed,
-                               args.train_steps, args.warp_space, args.label_warp_space)))
+                               args.train_steps, args.warp_space, args.label_warp_space,
+                               args.warmup)))
         return 0
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                OMP_WAIT_POLICY=args.omp_wait_policy.upper(),
-               THP_MEM_ALLOC_ENABLE="1" if args.huge_pages == "on" else "0")
+               THP_MEM_ALLOC_ENABLE="1" if args.huge_pages == "on" else "0",
+               SUITS_RETAIN_FREED_MEMORY="1" if args.retain_memory == "on" else "0")
     print(f"# bench_core: size {tuple(args.size)}, threads {args.threads}, iterations {args.iterations}, "
           f"solver {args.solver or 'default'}, warp_space {args.warp_space}, "
           f"label_warp_space {args.label_warp_space}, "
-          f"OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}, THP_MEM_ALLOC_ENABLE={env['THP_MEM_ALLOC_ENABLE']}; "
+          f"OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}, THP_MEM_ALLOC_ENABLE={env['THP_MEM_ALLOC_ENABLE']}, "
+          f"SUITS_RETAIN_FREED_MEMORY={env['SUITS_RETAIN_FREED_MEMORY']}; "
           f"one fresh process per measurement; load {_load()}")
     records = []
     for which in args.only:
@@ -250,7 +283,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", which, "--size", *map(str, args.size),
                "--threads", str(args.threads), "--iterations", str(args.iterations), "--seed", str(args.seed),
                "--train-steps", str(args.train_steps), "--warp-space", args.warp_space,
-               "--label-warp-space", args.label_warp_space]
+               "--label-warp-space", args.label_warp_space, "--warmup", str(args.warmup)]
         if args.solver:
             cmd += ["--solver", args.solver]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -263,6 +296,9 @@ def main(argv=None) -> int:
                  if "k_back" in rec else "")
         print(f"{which:12s} wall {rec['seconds']:7.2f} s   CPU {rec['cpu_seconds']:7.2f} s   "
               f"peak RSS {rec['peak_rss_gb']:5.2f} GB{extra}   (load {_load()})")
+        if "warmup_seconds" in rec:
+            print(f"    (after {len(rec['warmup_seconds'])} untimed steps of wall "
+                  f"{', '.join(f'{t:.2f}' for t in rec['warmup_seconds'])} s; peak RSS covers them)")
         for name, sec in rec["breakdown_seconds"].items():  # totals over the whole measurement
             print(f"    {name:24s} {sec:7.2f} s total ({rec['breakdown_calls'][name]} calls)")
     by = {r["measurement"]: r for r in records}

@@ -110,6 +110,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--pyamg-method", choices=("sa", "rs"), default="sa")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--solver-threads", type=int, default=None, metavar="N",
+                   help="TorchMultigrid(cpu_threads=N): default its own choice (one thread for "
+                        "grids up to 2^19 voxels); 0 keeps --threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -118,12 +121,14 @@ def main(argv=None):
     shift = args.eps * args.lam
     n = 3 * grid[0] * grid[1] * grid[2]
     print(f"Brox system: feature grid {grid}, {n} unknowns, {args.features} features, lam={args.lam:g}, "
-          f"shift={shift:g}, tol={args.tol:g}, torch threads={torch.get_num_threads()}, repeats={args.repeats}, "
+          f"shift={shift:g}, tol={args.tol:g}, torch threads={torch.get_num_threads()}, "
+          f"solver cpu_threads={args.solver_threads}, repeats={args.repeats}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
+    fast = TorchMultigrid(cpu_threads=args.solver_threads)
     rows = [
-        run_backend("torch-mg", TorchMultigrid(), M64, b64, args.lam, shift, torch.float32, args.tol, args.repeats),
-        run_backend("torch-mg", TorchMultigrid(), M64, b64, args.lam, shift, torch.float64, args.tol, args.repeats),
+        run_backend("torch-mg", fast, M64, b64, args.lam, shift, torch.float32, args.tol, args.repeats),
+        run_backend("torch-mg", fast, M64, b64, args.lam, shift, torch.float64, args.tol, args.repeats),
         run_backend(f"pyamg-{args.pyamg_method}", PyAMG(method=args.pyamg_method), M64, b64, args.lam, shift,
                     torch.float64, args.tol, args.repeats),
     ]

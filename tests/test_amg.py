@@ -146,6 +146,54 @@ def test_fast_backend_keeps_dtype_device_and_stops_at_the_residual(dtype):
     assert not z0.any() and int(info0.iterations.max()) == 0
 
 
+def test_cpu_solves_of_small_grids_run_on_one_thread_and_restore_the_count(monkeypatch):
+    """The fast backend sets up and solves a small CPU system on one thread (cheaper than waking
+    OpenMP threads for each of its small kernels), a larger one with the caller's count (or at
+    most ``cpu_threads``), restores the count afterwards (also in the autograd backward), gives
+    the same solution to float rounding, and leaves batched LU solves working (it must not call
+    ``torch.set_num_threads``, after which torch 2.13's batched ``linalg.solve`` fails)."""
+    import suits.amg as amg
+
+    current = torch.get_num_threads()
+    if current < 2 or amg.at_most.__module__ != "suits.threads":
+        pytest.skip("needs at least 2 torch threads")
+    seen = []
+    real = amg._block_apply
+
+    def spy(M, z):
+        seen.append(torch.get_num_threads())
+        return real(M, z)
+
+    def no_global_change(n):
+        raise AssertionError("suits must not call torch.set_num_threads")
+
+    monkeypatch.setattr(amg, "_block_apply", spy)
+    monkeypatch.setattr(torch, "set_num_threads", no_global_change)
+    grid = (6, 5, 7)
+    M = random_blocks(1, grid)
+    b = torch.randn(1, 3, *grid, dtype=torch.float64)
+    results = {}
+    for name, mg, expected in (("auto", TorchMultigrid(coarse_size=8), 1),
+                               ("large", TorchMultigrid(coarse_size=8), current),
+                               ("unchanged", TorchMultigrid(coarse_size=8, cpu_threads=0), current),
+                               ("more", TorchMultigrid(coarse_size=8, cpu_threads=current + 1), current)):
+        if name == "large":
+            mg.SINGLE_THREAD_VOXELS = 100                               # the grid has 210 voxels
+        seen.clear()
+        bb = b.clone().requires_grad_(True)
+        z = lse_solve(M, bb, lam=1.0, solver=mg, tol=1e-10)
+        z.square().sum().backward()
+        assert seen and set(seen) == {expected}, (name, set(seen))
+        assert torch.get_num_threads() == current, name
+        results[name] = (z.detach(), bb.grad)
+    for name, (z, g) in results.items():
+        assert torch.allclose(z, results["unchanged"][0], rtol=0, atol=1e-10), name
+        assert torch.allclose(g, results["unchanged"][1], rtol=0, atol=1e-10), name
+    A = torch.randn(2, 180, 180, dtype=torch.float64) + 180 * torch.eye(180, dtype=torch.float64)
+    rhs = torch.randn(2, 180, 1, dtype=torch.float64)
+    assert torch.allclose(A @ torch.linalg.solve(A, rhs), rhs, atol=1e-10)
+
+
 def test_batch_elements_are_independent_systems():
     grid = (8, 6, 7)
     M = random_blocks(3, grid)

@@ -17,16 +17,22 @@ an OpenMP barrier; with spinning threads on a CPU shared with other jobs, a regi
 paper's size took 139-163 s instead of 20-24 s (``docs/benchmarks.md``). Large kernels
 (convolutions) are unaffected.
 
-Huge pages: likewise ``THP_MEM_ALLOC_ENABLE=1`` (unless set; ``0`` opts out) makes torch's CPU
-allocator back large tensors with transparent huge pages where the kernel allows them
-(``madvise`` mode). Every full-resolution activation of the FeatCNN is a fresh allocation of
-hundreds of MB; with 4 KB pages their page faults cost ~30 ms each, about 1.3 s of a 9.5 s
-training step at the paper's size (``docs/benchmarks.md``). Read once, at torch's first
-allocation.
+Freed memory: ``import suits`` makes glibc's ``malloc`` keep freed memory for reuse instead of
+unmapping every large block (:mod:`suits.memory`; ``SUITS_RETAIN_FREED_MEMORY=0`` opts out).
+Every full-resolution FeatCNN activation is an allocation of hundreds of MB; unmapped on free,
+the next one faults all its pages in again: from almost nothing to 4-10 s of system time per
+training step at the paper's size on the 2-vCPU VM this project is measured on, depending on
+the day (``docs/benchmarks.md``). With the memory kept, only a process's first steps pay.
+Transparent huge pages for torch's allocations (``THP_MEM_ALLOC_ENABLE=1``, set by ``suits``
+until session 16) are no longer set: with the memory kept they gave no speed and 1.5 GB more
+peak memory; set the variable yourself to use them.
 """
 import os as _os
 
+from suits import memory as _memory
+
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-_os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+if _memory.enabled_by_environment():
+    _memory.retain_freed_memory()
 
 __version__ = "0.1.0"

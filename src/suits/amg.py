@@ -25,6 +25,7 @@ relative residual ``||b - A z|| <= tol ||b||`` (CG's recursive residual) per bat
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
@@ -33,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+from suits.threads import at_most
 
 __all__ = [
     "grid_laplacian",
@@ -304,6 +307,16 @@ class TorchMultigrid:
 
     Convergence is checked every ``check_every`` iterations (one host sync per check); systems
     of a batch that have converged are frozen, so the result does not depend on it.
+
+    ``cpu_threads``: at most this many intra-op threads while a CPU system is set up and
+    solved (:func:`suits.threads.at_most`, restored afterwards). ``None`` (default): one thread
+    for grids of at most ``SINGLE_THREAD_VOXELS`` voxels, else unchanged. A solve is about a
+    thousand element-wise kernels on tensors of a few MB; at the paper's feature grid
+    (35 x 47 x 48) waking a second OpenMP thread for each costs more than it saves with passive
+    waiting (the ``suits`` default): 0.15-0.17 s per solve on one thread against 0.29-0.35 s on
+    two on 2026-12-03 (``docs/benchmarks.md``). At 8x the voxels the two were even. ``0``
+    leaves the count alone. The result does not depend on it beyond the float rounding of
+    reductions.
     """
 
     smooth: int = 2
@@ -311,13 +324,29 @@ class TorchMultigrid:
     coarse_size: int = 128
     maxiter: int = 200
     check_every: int | None = None
+    cpu_threads: int | None = None
     name: str = field(default="torch", init=False)
+
+    SINGLE_THREAD_VOXELS = 2 ** 19
+
+    def _threads(self, x: torch.Tensor, grid: Sequence[int]):
+        """Context: the thread limit for work on ``x``'s device over ``grid`` (see above)."""
+        n = self.cpu_threads
+        if n is None:
+            n = 1 if int(np.prod(grid)) <= self.SINGLE_THREAD_VOXELS else 0
+        if x.device.type != "cpu" or n == 0:
+            return contextlib.nullcontext()
+        return at_most(int(n))
 
     # -- set-up
     def setup(self, A: BroxOperator, reuse: _Hierarchy | None = None) -> _Hierarchy:
         """Build the multigrid hierarchy of ``A`` (``reuse`` returns a hierarchy of an equal operator)."""
         if reuse is not None:
             return reuse
+        with self._threads(A.M, A.grid):
+            return self._setup(A)
+
+    def _setup(self, A: BroxOperator) -> _Hierarchy:
         dev, dt = A.M.device, A.M.dtype
         eye = torch.eye(3, device=dev, dtype=dt).view(1, 3, 3, 1, 1, 1)
         M = (A.M + A.shift * eye if A.shift else A.M).contiguous()
@@ -391,6 +420,11 @@ class TorchMultigrid:
     def solve(self, hier: _Hierarchy, b: torch.Tensor, tol: float = 1e-6,
               maxiter: int | None = None) -> tuple[torch.Tensor, SolveInfo]:
         """Preconditioned CG on ``A z = b`` from ``z = 0``, per batch element to ``||r|| <= tol ||b||``."""
+        with self._threads(b, hier.op.grid):
+            return self._pcg(hier, b, tol, maxiter)
+
+    def _pcg(self, hier: _Hierarchy, b: torch.Tensor, tol: float,
+             maxiter: int | None) -> tuple[torch.Tensor, SolveInfo]:
         A = hier.op
         maxiter = self.maxiter if maxiter is None else int(maxiter)
         check = self.check_every or (1 if b.device.type == "cpu" else 4)
