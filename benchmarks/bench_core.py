@@ -13,12 +13,6 @@ ru_maxrss``, is that measurement's alone) on synthetic data of the paper's grid
   ``k_back`` drawn as in training (seeded, uniform in [1, 15]); time per step = total / steps;
 * ``train-worst``: the same step with ``k_back = 15`` (14 label iterations + the tracked one);
 * ``train-k1``: the step with ``k_back = 1`` (the tracked iteration only).
-
-``train-worst`` and ``train-k1`` run the step ``--warmup`` times (default 2) untimed and then
-time it once, in one process: the steady step that a training run repeats hundreds of times.
-The first steps map the process's memory, whose page faults cost from almost nothing to over
-10 s on the 2-vCPU VM this project is measured on, depending on the day
-(``docs/benchmarks.md``); their times are printed too. ``--warmup 0`` times the first step alone (the figures before session 17).
 * ``guidance``: forward + backward of the guidance loss (Eq. 3) at the image grid, through
   ``suits.train.guidance_loss`` (the target channel only) and through the ``K``-channel
   ``warp_labels`` formulation it replaces (3 repeats each, best printed).
@@ -26,6 +20,13 @@ The first steps map the process's memory, whose page faults cost from almost not
 With both ``train-k1`` and ``train-worst`` the mean step time over ``k_back`` uniform in
 ``[1, 15]`` (the training default) is printed as well: the step is linear in ``k_back``
 (``k_back - 1`` identical label iterations), so it is ``t1 + 7 (t15 - t1) / 14``.
+
+``train-worst`` and ``train-k1`` run the step ``--warmup`` times (default 2) untimed and then
+time it once, in one process: the steady step that a training run repeats hundreds of times.
+The first steps map the process's memory, whose page faults cost up to about 10 s of system
+time per step on the 2-vCPU VM this project is measured on, depending on the day
+(``docs/benchmarks.md``); their times are printed too. ``--warmup 0`` times the first step of
+a fresh process alone (the figures before session 17).
 
 Usage::
 

@@ -18,7 +18,8 @@ paper's size took 139-163 s instead of 20-24 s (``docs/benchmarks.md``). Large k
 (convolutions) are unaffected.
 
 Freed memory: ``import suits`` makes glibc's ``malloc`` keep freed memory for reuse instead of
-unmapping every large block (:mod:`suits.memory`; ``SUITS_RETAIN_FREED_MEMORY=0`` opts out).
+unmapping every large block (:mod:`suits.memory`, with its costs; ``SUITS_RETAIN_FREED_MEMORY=0``
+opts out, and glibc's own ``MALLOC_*`` / ``GLIBC_TUNABLES`` settings are left alone).
 Every full-resolution FeatCNN activation is an allocation of hundreds of MB; unmapped on free,
 the next one faults all its pages in again: from almost nothing to 4-10 s of system time per
 training step at the paper's size on the 2-vCPU VM this project is measured on, depending on

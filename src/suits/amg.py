@@ -313,10 +313,10 @@ class TorchMultigrid:
     for grids of at most ``SINGLE_THREAD_VOXELS`` voxels, else unchanged. A solve is about a
     thousand element-wise kernels on tensors of a few MB; at the paper's feature grid
     (35 x 47 x 48) waking a second OpenMP thread for each costs more than it saves with passive
-    waiting (the ``suits`` default): 0.15-0.17 s per solve on one thread against 0.29-0.35 s on
-    two on 2026-12-03 (``docs/benchmarks.md``). At 8x the voxels the two were even. ``0``
-    leaves the count alone. The result does not depend on it beyond the float rounding of
-    reductions.
+    waiting (the ``suits`` default): set-up + solve 0.24-0.28 s with the limit against
+    0.34-0.38 s on two threads (``bench_solver.py --solver-threads``, 2026-12-03,
+    ``docs/benchmarks.md``). At 8x the voxels one and two threads were even. ``0`` leaves the
+    count alone. The result does not depend on it beyond the float rounding of reductions.
     """
 
     smooth: int = 2
@@ -328,6 +328,10 @@ class TorchMultigrid:
     name: str = field(default="torch", init=False)
 
     SINGLE_THREAD_VOXELS = 2 ** 19
+
+    def __post_init__(self) -> None:
+        if self.cpu_threads is not None and int(self.cpu_threads) < 0:
+            raise ValueError(f"cpu_threads must be None, 0 (unchanged) or >= 1, got {self.cpu_threads}")
 
     def _threads(self, x: torch.Tensor, grid: Sequence[int]):
         """Context: the thread limit for work on ``x``'s device over ``grid`` (see above)."""

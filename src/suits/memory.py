@@ -4,28 +4,39 @@ PyTorch's CPU allocator takes every tensor from ``malloc`` and gives it back wit
 glibc's defaults a block of more than 32 MB (every full-resolution FeatCNN activation at the
 paper's size is 100-320 MB) is a private ``mmap`` that ``free`` unmaps, so the next activation
 of the same size faults in every page again. On a virtual machine a page fault can cost far more
-than the kernel's own work (the host backs the page anew), and how much varies from day to day:
-on this project's 2-vCPU VM a fresh 317 MB tensor took 21 ms to fill on one day and 550 ms
-(almost all of it system time) on another, against 20 ms for a tensor already mapped
-(``docs/benchmarks.md``).
+than the kernel's own work, and how much varies from day to day: on this project's 2-vCPU VM a
+fresh 317 MB tensor took 21-24 ms to fill in session 12 and 550 ms in session 17 (210 ms
+without huge pages), almost all of it system time, against 20 ms for a tensor already mapped;
+a training step at the paper's size spent 4-10 s in the kernel (``docs/benchmarks.md``).
 
-:func:`retain_freed_memory` sets glibc's ``M_MMAP_MAX`` to 0 (every block comes from the heap)
-and ``M_TRIM_THRESHOLD`` to -1 (``free`` never hands the heap's top back to the kernel; both as
-documented in ``mallopt(3)``), which makes ``malloc`` a caching allocator: a freed activation's pages are reused by
-the next one. The process keeps its peak heap until it exits, as PyTorch's CUDA caching
-allocator keeps device memory. Tensors' values are unaffected.
+:func:`retain_freed_memory` sets glibc's ``M_MMAP_MAX`` to 0 (blocks come from the heap) and
+``M_TRIM_THRESHOLD`` to -1 (``free`` never hands the heap's top back to the kernel; both as
+documented in ``mallopt(3)``), which makes ``malloc`` a caching allocator: a freed activation's
+pages are reused by the next one. Tensors' values are unaffected. The price:
 
-``import suits`` calls it unless ``SUITS_RETAIN_FREED_MEMORY=0`` is set in the environment.
-Where the C library is not glibc (macOS, Windows, musl) it does nothing and returns False.
+* the process keeps its peak heap until it exits or calls :func:`release`, and the heap
+  fragments somewhat (a training step at the paper's size peaked at 4.2-4.5 GB instead of
+  3.4-3.6 GB);
+* it applies to everything in the process that uses ``malloc`` (numpy too), and to processes
+  forked from it;
+* it covers the main thread and blocks up to 64 MB on other threads: glibc gives every other
+  thread its own arena of at most 64 MB, and a larger block there is still mapped and unmapped
+  (the CLI, the workflow's scripts and the benchmarks compute on the main thread).
+
+``import suits`` calls it unless ``SUITS_RETAIN_FREED_MEMORY=0`` is set, or the user has tuned
+glibc's ``malloc`` already (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_
+THRESHOLD_`` or ``glibc.malloc`` in ``GLIBC_TUNABLES``). Where the C library is not glibc
+(macOS, Windows, musl) it does nothing.
 """
 from __future__ import annotations
 
 import ctypes
 import os
 
-__all__ = ["retain_freed_memory", "ENV"]
+__all__ = ["retain_freed_memory", "release", "enabled_by_environment", "ENV"]
 
 ENV = "SUITS_RETAIN_FREED_MEMORY"
+_USER_TUNING = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
 
 # glibc <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -33,16 +44,15 @@ _M_MMAP_MAX = -4
 
 
 def _glibc():
-    """The process's C library if it is glibc, else None."""
+    """The process's C library if it is glibc (it has ``gnu_get_libc_version``), else None."""
     try:
         libc = ctypes.CDLL(None)
-        version = libc.gnu_get_libc_version
-        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # noqa: B018  (glibc only)
+        mallopt, trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError, TypeError):
         return None
-    version.restype = ctypes.c_char_p
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
     return libc
 
 
@@ -57,6 +67,18 @@ def retain_freed_memory() -> bool:
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, -1))
 
 
+def release() -> bool:
+    """Give the kept free memory back to the kernel now (``malloc_trim(0)``); the setting stays.
+    Returns whether any memory was released (False where the C library is not glibc)."""
+    libc = _glibc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
 def enabled_by_environment() -> bool:
-    """False if ``SUITS_RETAIN_FREED_MEMORY`` is ``0`` (or ``false``/``no``/``off``)."""
-    return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    """False if ``SUITS_RETAIN_FREED_MEMORY`` is ``0`` (or ``false``/``no``/``off``) or the
+    user tuned glibc's ``malloc`` through its own environment variables."""
+    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if any(k in os.environ for k in _USER_TUNING):
+        return False
+    return "glibc.malloc." not in os.environ.get("GLIBC_TUNABLES", "")

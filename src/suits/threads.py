@@ -12,7 +12,10 @@ dynamic threading off, and with torch 2.13.0+cpu (MKL 2024.2) any later call of
 entry to DLASWP"). A library must not leave that behind in its caller's process.
 
 Where the process has no OpenMP runtime in its global symbol scope, or the one found is not the
-one torch reports (another backend or a second runtime), the block runs unchanged.
+one torch reports (another backend or a second runtime; its count is restored at once), the
+block runs unchanged. The ``suits`` CLI's ``--threads`` and the workflow's scripts do call
+``torch.set_num_threads``, as the user's explicit choice of a process's thread count; they use
+no batched LU.
 """
 from __future__ import annotations
 
@@ -54,14 +57,15 @@ def at_most(n: int) -> Iterator[bool]:
     if omp is None or int(n) >= current:
         yield False
         return
-    set_threads, _ = omp
+    set_threads, get_threads = omp
+    previous = get_threads()
     set_threads(int(n))
     if torch.get_num_threads() != int(n):       # not the runtime torch's kernels use
-        set_threads(current)
+        set_threads(previous)
         _state["omp"] = None
         yield False
         return
     try:
         yield True
     finally:
-        set_threads(current)
+        set_threads(previous)
