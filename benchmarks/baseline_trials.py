@@ -32,8 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-import suits  # noqa: F401  (OpenMP wait policy before torch)
-import torch
+from suits.tuning import tune_process
+
+tune_process()  # an entry point: tune this process before torch loads
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_settings import load_pairs, mean_dice, mean_pair_dice, pair_dice  # noqa: E402

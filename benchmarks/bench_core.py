@@ -23,15 +23,18 @@ With both ``train-k1`` and ``train-worst`` the mean step time over ``k_back`` un
 
 ``train-worst`` and ``train-k1`` run the step ``--warmup`` times (default 2) untimed and then
 time it once, in one process: the steady step that a training run repeats hundreds of times.
-The first steps map the process's memory, whose page faults cost up to about 10 s of system
-time per step on the 2-vCPU VM this project is measured on, depending on the day
-(``docs/benchmarks.md``); their times are printed too. ``--warmup 0`` times the first step of
-a fresh process alone (the figures before session 17).
+The first steps map the process's memory, whose page faults can cost seconds of system time per
+step on a virtual machine (``docs/benchmarks.md``); their times are printed too. ``--warmup 0``
+times the first step of a fresh process alone.
+
+Each measured process tunes itself as the CLI and the workflow's jobs do
+(:func:`suits.tuning.tune_process`); ``SUITS_RETAIN_FREED_MEMORY=0`` in the environment measures
+without kept memory.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_core.py [--size 138 187 192] [--threads 2] [--only register]
-        [--omp-wait-policy passive|active] [--huge-pages on|off] [--retain-memory on|off]
+        [--omp-wait-policy passive|active]
         [--warp-space default|image|features] [--label-warp-space features|image] [--warmup N]
 
 Peak memory (ru_maxrss) includes the Python interpreter and torch (~0.3-0.4 GB). Wall time
@@ -223,15 +226,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-steps", type=int, default=3, help="steps of the 'train' measurement")
     p.add_argument("--only", choices=MEASUREMENTS, nargs="+", default=list(MEASUREMENTS))
     p.add_argument("--omp-wait-policy", choices=("passive", "active"), default="passive",
-                   help="OMP_WAIT_POLICY of the measured processes (passive: what importing suits "
-                        "sets by default; active: OpenMP's spinning default)")
-    p.add_argument("--huge-pages", choices=("on", "off"), default="off",
-                   help="THP_MEM_ALLOC_ENABLE of the measured processes (off: torch's default 4 KB "
-                        "pages, what suits uses since session 17; on: transparent huge pages)")
-    p.add_argument("--retain-memory", choices=("on", "off"), default="on",
-                   help="SUITS_RETAIN_FREED_MEMORY of the measured processes (on: what importing "
-                        "suits does by default, glibc keeps freed memory for reuse; off: glibc's "
-                        "default, large blocks unmapped on free; suits.memory)")
+                   help="OMP_WAIT_POLICY of the measured processes (passive: what "
+                        "suits.tuning.tune_process sets; active: OpenMP's spinning default)")
     p.add_argument("--warp-space", choices=("default", "image", "features"), default="default",
                    help="warp_space of suits.register and of suits.train's tracked iteration: "
                         "default: each function's own (register: features, train: image); image: "
@@ -249,6 +245,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     if args.child:
+        from suits.tuning import tune_process
+
+        tune_process()
         import torch
 
         torch.set_num_threads(args.threads)
@@ -258,14 +257,12 @@ def main(argv=None) -> int:
         return 0
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
-               OMP_WAIT_POLICY=args.omp_wait_policy.upper(),
-               THP_MEM_ALLOC_ENABLE="1" if args.huge_pages == "on" else "0",
-               SUITS_RETAIN_FREED_MEMORY="1" if args.retain_memory == "on" else "0")
+               OMP_WAIT_POLICY=args.omp_wait_policy.upper())
     print(f"# bench_core: size {tuple(args.size)}, threads {args.threads}, iterations {args.iterations}, "
           f"solver {args.solver or 'default'}, warp_space {args.warp_space}, "
           f"label_warp_space {args.label_warp_space}, "
-          f"OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}, THP_MEM_ALLOC_ENABLE={env['THP_MEM_ALLOC_ENABLE']}, "
-          f"SUITS_RETAIN_FREED_MEMORY={env['SUITS_RETAIN_FREED_MEMORY']}; "
+          f"OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}, "
+          f"SUITS_RETAIN_FREED_MEMORY={env.get('SUITS_RETAIN_FREED_MEMORY', '1')}; "
           f"one fresh process per measurement; load {_load()}")
     records = []
     for which in args.only:

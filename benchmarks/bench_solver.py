@@ -23,8 +23,11 @@ import os
 import statistics
 import time
 
-import suits  # noqa: F401  (before torch: OMP_WAIT_POLICY=PASSIVE unless set, as for every suits user)
-import torch
+from suits.tuning import tune_process
+
+tune_process()  # an entry point: tune this process before torch loads
+
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 from suits.amg import BroxOperator, PyAMG, TorchMultigrid

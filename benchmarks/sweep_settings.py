@@ -27,8 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-import suits  # noqa: F401  (OpenMP wait policy before torch)
-import torch
+from suits.tuning import tune_process
+
+tune_process()  # an entry point: tune this process before torch loads
+
+import torch  # noqa: E402
 
 from suits.io import load_labels, load_volume
 from suits.register import MindRepresentation, register

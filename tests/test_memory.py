@@ -1,4 +1,5 @@
-"""suits.memory: importing suits makes glibc keep freed memory for reuse (opt-out by env)."""
+"""suits.memory through suits.tuning.tune_process: glibc keeps freed memory for reuse (opt-out
+by env); importing suits alone leaves glibc's malloc as it is."""
 from __future__ import annotations
 
 import os
@@ -10,8 +11,11 @@ import pytest
 from suits import memory
 
 CODE = r"""
-import os
-import suits, torch
+import os, sys
+import suits, suits.memory, suits.tuning
+if sys.argv[1] == "tune":
+    suits.tuning.tune_process()
+import torch
 from suits import memory
 
 def rss():
@@ -27,11 +31,11 @@ print(held - freed, held - rss())     # bytes handed back to the kernel by free,
 """
 
 
-def _returned_bytes(**env_values: str) -> tuple[int, int]:
+def _returned_bytes(prelude: str = "tune", **env_values: str) -> tuple[int, int]:
     env = {k: v for k, v in os.environ.items() if k != memory.ENV and not k.startswith("MALLOC_")}
     env.pop("GLIBC_TUNABLES", None)
     env.update(env_values)
-    r = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env=env,
+    r = subprocess.run([sys.executable, "-c", CODE, prelude], capture_output=True, text=True, env=env,
                        timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     on_free, on_release = r.stdout.strip().splitlines()[-1].split()
@@ -40,15 +44,18 @@ def _returned_bytes(**env_values: str) -> tuple[int, int]:
 
 @pytest.mark.skipif(memory._glibc() is None or not sys.platform.startswith("linux")
                     or "LD_PRELOAD" in os.environ, reason="glibc's malloc on Linux only")
-def test_import_keeps_freed_memory_until_released_unless_opted_out():
-    """A freed 256 MB tensor stays mapped in the process after ``import suits`` (the next
+def test_tuning_keeps_freed_memory_until_released_unless_opted_out():
+    """A freed 256 MB tensor stays mapped in the process after ``tune_process()`` (the next
     allocation reuses its pages) until ``memory.release()``; it goes back to the kernel at once
-    with SUITS_RETAIN_FREED_MEMORY=0 or when the user set glibc's own malloc tuning."""
+    with SUITS_RETAIN_FREED_MEMORY=0, when the user set glibc's own malloc tuning, and when
+    the process only imported suits."""
     on_free, on_release = _returned_bytes()
     assert on_free < 16 * 2**20 and on_release > 200 * 2**20, (on_free, on_release)
     for opt_out in ({memory.ENV: "0"}, {"MALLOC_TRIM_THRESHOLD_": str(2**27)}):
         on_free, _ = _returned_bytes(**opt_out)
         assert on_free > 200 * 2**20, (opt_out, on_free)
+    on_free, _ = _returned_bytes("import-only")
+    assert on_free > 200 * 2**20, on_free
     assert memory.retain_freed_memory() is True                      # idempotent, applied here too
 
 

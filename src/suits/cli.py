@@ -16,6 +16,9 @@ The pairs TSV of ``train`` has a header with the columns ``fixed_image``, ``movi
 ``fixed_labels``, ``moving_labels``; relative paths are resolved against the TSV's folder.
 Fields are written in the contract layout (``suits.io.save_field``) with the fixed image's affine.
 Errors about the inputs are reported as one line on stderr (exit status 2).
+
+The program is ``suits`` (or ``python -m suits``, :mod:`suits.__main__`), which tunes its process
+first; :func:`main` is the library entry and leaves the calling process as it is.
 """
 from __future__ import annotations
 
@@ -316,6 +319,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"suits {args.command}: error: {e}", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,10 +4,7 @@ PyTorch's CPU allocator takes every tensor from ``malloc`` and gives it back wit
 glibc's defaults a block of more than 32 MB (every full-resolution FeatCNN activation at the
 paper's size is 100-320 MB) is a private ``mmap`` that ``free`` unmaps, so the next activation
 of the same size faults in every page again. On a virtual machine a page fault can cost far more
-than the kernel's own work, and how much varies from day to day: on this project's 2-vCPU VM a
-fresh 317 MB tensor took 21-24 ms to fill in session 12 and 550 ms in session 17 (210 ms
-without huge pages), almost all of it system time, against 20 ms for a tensor already mapped;
-a training step at the paper's size spent 4-10 s in the kernel (``docs/benchmarks.md``).
+than the kernel's own work; the figures are in ``docs/benchmarks.md``.
 
 :func:`retain_freed_memory` sets glibc's ``M_MMAP_MAX`` to 0 (blocks come from the heap) and
 ``M_TRIM_THRESHOLD`` to -1 (``free`` never hands the heap's top back to the kernel; both as
@@ -15,16 +12,17 @@ documented in ``mallopt(3)``), which makes ``malloc`` a caching allocator: a fre
 pages are reused by the next one. Tensors' values are unaffected. The price:
 
 * the process keeps its peak heap until it exits or calls :func:`release`, and the heap
-  fragments somewhat (a training step at the paper's size peaked at 4.2-4.5 GB instead of
-  3.4-3.6 GB);
+  fragments somewhat (a higher peak of a training step at the paper's size:
+  ``docs/benchmarks.md``);
 * it applies to everything in the process that uses ``malloc`` (numpy too), and to processes
   forked from it;
 * it covers the main thread and blocks up to 64 MB on other threads: glibc gives every other
   thread its own arena of at most 64 MB, and a larger block there is still mapped and unmapped
   (the CLI, the workflow's scripts and the benchmarks compute on the main thread).
 
-``import suits`` calls it unless ``SUITS_RETAIN_FREED_MEMORY=0`` is set, or the user has tuned
-glibc's ``malloc`` already (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_
+Nothing calls it on import: :func:`suits.tuning.tune_process`, the explicit tuning call of the
+CLI, the workflow's scripts and the benchmarks, calls it unless ``SUITS_RETAIN_FREED_MEMORY=0``
+is set, or the user has tuned glibc's ``malloc`` already (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_
 THRESHOLD_`` or ``glibc.malloc`` in ``GLIBC_TUNABLES``). Where the C library is not glibc
 (macOS, Windows, musl) it does nothing.
 """

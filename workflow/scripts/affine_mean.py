@@ -1,9 +1,9 @@
 """Rule affine_mean: every image's transform into the unbiased groupwise mean space
 (log-Euclidean mean of the symmetrised pairwise transforms, suitsbench.groupwise) and the
 reference grid of that space (the preprocessed grid, centred on the group's anatomy)."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402

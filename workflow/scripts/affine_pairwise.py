@@ -1,9 +1,9 @@
 """Rule affine_pairwise: one row of the groupwise affine pre-registration, the image {id}
 (fixed) against every other image (suitsbench.groupwise.pairwise_row: MIND-SSC block
 matching and trimmed least squares, suitsbench.affine)."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 import torch  # noqa: E402
 from suitsbench.groupwise import pairwise_row, save_row  # noqa: E402

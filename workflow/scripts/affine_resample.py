@@ -1,8 +1,8 @@
 """Rule affine_resample: an image (trilinear) and its label map (nearest) in the groupwise
 mean space, on its reference grid (suitsbench.groupwise.resample_to_space)."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 import nibabel as nib  # noqa: E402
 from suits.io import load_labels, load_volume, save_labels, save_volume  # noqa: E402

@@ -1,7 +1,7 @@
 """Rule boxplot: Fig. 3 (Dice) / Fig. 4 (HD95) box plots per organ and for the mean."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 from suitsbench.evaluate import read_metrics  # noqa: E402
 from suitsbench.plots import boxplot  # noqa: E402

@@ -1,8 +1,8 @@
 """Rule evaluate: Dice, HD95 and Jacobian statistics of one method on every test pair of a
 fold (suitsbench.evaluate: one evaluator for all methods)."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 from suitsbench.evaluate import evaluate_method, write_metrics  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Rule example_figure: Fig. 2, one test pair before and after registration with organ
 contours (suitsbench.plots.example_figure)."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 import torch  # noqa: E402
 from suits.io import load_field, load_labels, load_volume  # noqa: E402

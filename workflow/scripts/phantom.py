@@ -1,9 +1,9 @@
 """Rule phantom: write the synthetic CT/MR data set and its manifest (suitsbench.phantom)."""
-import sys
-from pathlib import Path
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
+from pathlib import Path  # noqa: E402
 from suitsbench.phantom import generate  # noqa: E402
 
 p = snakemake.params  # noqa: F821

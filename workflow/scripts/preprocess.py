@@ -1,8 +1,8 @@
 """Rule preprocess: one image (and its labels) to RAS+, the isotropic grid and shape,
 z-normalised, labels as organ indices (suitsbench.preprocess.preprocess_case)."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 from suitsbench.preprocess import preprocess_case  # noqa: E402
 

@@ -3,13 +3,14 @@
 The rolling checkpoint (models/checkpoints/, not a declared output, so it survives a failed
 or killed job) is named by a hash of the settings and the input files' contents: a rerun
 with the same inputs resumes from it, a changed one starts afresh. Removed on success."""
-import hashlib
-import json
-import sys
-from pathlib import Path
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 from suits.cli import main  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821

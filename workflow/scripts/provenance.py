@@ -1,8 +1,8 @@
 """Rule provenance: seed, config, versions of every package, platform, torch and git state
 (suitsbench.provenance), recorded beside the results."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 from suitsbench.provenance import collect, write_provenance  # noqa: E402
 

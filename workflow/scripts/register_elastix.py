@@ -1,7 +1,7 @@
 """Rule register_elastix: SimpleElastix-MI of one test pair (baselines.elastix_mi)."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 from baselines.elastix_mi import register_files  # noqa: E402
 from baselines.elastix_params import format_map, parameter_map  # noqa: E402

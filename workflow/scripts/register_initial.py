@@ -1,7 +1,7 @@
 """Rule register_initial: the identity field (affine alignment only) on the fixed grid."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 import torch  # noqa: E402
 from suits.io import load_volume, save_field  # noqa: E402

@@ -1,9 +1,10 @@
 """Rule register_suits: `suits register` of one test pair with the pre-trained FeatCNN
 (mind_pretrained), the SUITS-trained FeatCNN (suits) or hand-crafted MIND-SSC (mind_ssc)."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
+import sys  # noqa: E402
 from suits.cli import main  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821

@@ -1,7 +1,7 @@
 """Rule register_voxelmorph: one forward pass of VoxelMorph-MIND for one test pair."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 import torch  # noqa: E402
 from baselines.voxelmorph_mind import register_files  # noqa: E402

@@ -1,8 +1,8 @@
 """Rule runtime: wall time, CPU time and peak memory per method (registration jobs per
 pair, training jobs) from the Snakemake benchmark files (suitsbench.runtime)."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 from suitsbench.runtime import runtime_table, write_runtime  # noqa: E402
 from suitsbench.table import METHOD_NAMES  # noqa: E402

@@ -1,8 +1,8 @@
 """Rule table2: Table 2 (mean Dice/HD95 per organ, mean, std, Wilcoxon p-values of SUITS
 against each method) as CSV, Markdown and LaTeX (suitsbench.table)."""
-import sys
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
 from suitsbench.evaluate import read_metrics  # noqa: E402
 from suitsbench.table import make_table2, write_table2  # noqa: E402

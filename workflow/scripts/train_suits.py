@@ -1,12 +1,13 @@
 """Rule train_suits: `suits train` (Algorithm 1) from the pre-trained FeatCNN on the
 training pairs. Rolling checkpoint as in pretrain_featcnn.py (resumed after a failure)."""
-import hashlib
-import json
-import sys
-from pathlib import Path
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
 
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 from suits.cli import main  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821

@@ -1,12 +1,14 @@
 """Rule train_voxelmorph: VoxelMorph-MIND on the training pairs (baselines.voxelmorph_mind).
 Rolling checkpoint as in pretrain_featcnn.py (resumed after a failure)."""
-import hashlib
-import json
-import logging
-import sys
-from pathlib import Path
+from suitsbench.job import start
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+start(snakemake)  # noqa: F821
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 # library messages (e.g. "resuming VoxelMorph-MIND from step N") go to the log, as with `suits`
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

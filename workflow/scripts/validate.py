@@ -7,9 +7,10 @@ import json
 import os
 import sys
 
-log = open(snakemake.log[0], "w")  # noqa: F821
-console = sys.__stderr__
-sys.stderr = sys.stdout = log
+from suitsbench.job import start  # noqa: E402
+
+start(snakemake)  # noqa: F821
+log, console = sys.stdout, sys.__stderr__
 
 from suitsbench.errors import InputError  # noqa: E402
 from suitsbench.provenance import write_text_atomic  # noqa: E402
