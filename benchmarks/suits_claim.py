@@ -1,0 +1,194 @@
+"""Does SUITS training beat its MIND pre-training? Measurements on a finished workflow run.
+
+Reads ``results/<dataset>/`` of a run (``split.json``, ``aligned/``, the pre-trained FeatCNN in
+``models/``) and scores representations in the same iterative diffusion scheme by the mean
+organ Dice of each pair (the evaluator's Dice). Pairs are the run's training pairs, or a
+validation subset of them (``--val-subjects N``: the last N training subjects of each modality
+form the validation pairs; the rest, the training pairs). Test pairs are never used unless
+asked for with ``--pairs test`` (for a final report, never for a choice).
+
+Sub-commands::
+
+    # the scheme's ceiling: perfect features (one-hot labels as representations) beside
+    # initial, MIND-SSC and the pre-trained FeatCNN
+    .venv/bin/python benchmarks/suits_claim.py results/phantom ceiling [--pairs train]
+
+    # SUITS training from the pre-trained FeatCNN, scored every --every steps on --pairs
+    .venv/bin/python benchmarks/suits_claim.py results/phantom train --steps 60 --every 10 \
+        --lr 1e-4 [--grad-A] [--k-min 0] [--lam 0.25] [--batch 3] [--pairs train|val]
+
+Every line printed is ``<what> <mean Dice> (<std over pairs>) [per-pair values]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from suits.tuning import tune_process
+
+tune_process()  # an entry point: tune this process before torch loads
+
+import torch  # noqa: E402
+
+from suits.io import load_labels, load_volume  # noqa: E402
+from suits.register import MindRepresentation, register  # noqa: E402
+from suits.train import label_iterations, train_suits  # noqa: E402
+from suits.warp import one_hot, warp_labels  # noqa: E402
+from suitsbench.metrics import dice  # noqa: E402
+
+
+def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
+    """Pair names of ``which`` (train | val | test) from ``split.json``; train and val come
+    from the run's training pairs (the last ``val_subjects`` subjects of each modality are
+    validation, pairs between two validation subjects are validation pairs, pairs between two
+    remaining training subjects are training pairs; mixed pairs are left out)."""
+    split = json.loads((results / "split.json").read_text())
+    split = next(iter(split.values())) if "train_pairs" not in split else split
+    if which == "test":
+        return list(split["test_pairs"])
+    pairs = list(split["train_pairs"])
+    if val_subjects <= 0:
+        if which == "val":
+            raise SystemExit("--pairs val needs --val-subjects N >= 1")
+        return pairs
+    moving = sorted({p.split("__to__")[0] for p in pairs})
+    fixed = sorted({p.split("__to__")[1] for p in pairs})
+    val = set(moving[-val_subjects:]) | set(fixed[-val_subjects:])
+    if which == "val":
+        return [p for p in pairs if set(p.split("__to__")) <= val]
+    return [p for p in pairs if not set(p.split("__to__")) & val]
+
+
+def load_pairs(results: Path, names: list[str]) -> list[dict[str, torch.Tensor]]:
+    aligned = results / "aligned"
+    pairs = []
+    for name in names:
+        moving, fixed = name.split("__to__")
+        f, _ = load_volume(aligned / f"{fixed}_image.nii.gz")
+        m, _ = load_volume(aligned / f"{moving}_image.nii.gz")
+        fl, _ = load_labels(aligned / f"{fixed}_label.nii.gz")
+        ml, _ = load_labels(aligned / f"{moving}_label.nii.gz")
+        pairs.append({"name": name, "fixed": f, "moving": m, "fixed_labels": fl.long(),
+                      "moving_labels": ml.long()})
+    return pairs
+
+
+def pair_dice(pairs, field_of) -> list[float]:
+    """Per pair, the mean organ Dice (organs present in either map) after warping the moving
+    labels by ``field_of(pair)``."""
+    out = []
+    for p in pairs:
+        fl = p["fixed_labels"][0, 0].numpy()
+        labels = sorted(int(v) for v in np.union1d(np.unique(fl), np.unique(p["moving_labels"])) if v > 0)
+        w = warp_labels(p["moving_labels"], field_of(p), max(labels) + 1).argmax(1)[0].numpy()
+        out.append(float(np.nanmean(list(dice(fl, w, labels).values()))))
+    return out
+
+
+def report(what: str, values: list[float], seconds: float | None = None) -> None:
+    v = np.asarray(values)
+    extra = f"  {seconds:.1f} s" if seconds is not None else ""
+    print(f"{what:<44} {v.mean():.4f} ({v.std(ddof=1) if len(v) > 1 else 0:.4f})  "
+          f"[{' '.join(f'{x:.3f}' for x in v)}]{extra}", flush=True)
+
+
+def load_pretrained(results: Path):
+    from suits.cli import load_model
+
+    return load_model(results / "models" / "featcnn_pretrained.pt")
+
+
+def featcnn_field(model, args):
+    def field(p):
+        with torch.no_grad():
+            return register(p["fixed"], p["moving"], model, iterations=args.iterations, lam=args.lam,
+                            warp_space=args.warp_space)
+    return field
+
+
+def cmd_ceiling(pairs, results: Path, args) -> None:
+    model = load_pretrained(results).eval()
+    f = int(model.factor)
+    K = 1 + max(int(p[k].max()) for p in pairs for k in ("fixed_labels", "moving_labels"))
+    rows = [
+        ("initial", lambda p: torch.zeros(1, 3, *p["fixed"].shape[-3:])),
+        (f"MIND-SSC (factor {f})", lambda p: register(p["fixed"], p["moving"], MindRepresentation(f),
+                                                       iterations=args.iterations, lam=args.lam,
+                                                       warp_space=args.warp_space)),
+        ("pre-trained FeatCNN", featcnn_field(model, args)),
+        ("one-hot labels (perfect features)",
+         lambda p: label_iterations(one_hot(p["fixed_labels"], K), one_hot(p["moving_labels"], K),
+                                    args.iterations, args.lam, f, warp_space="features")),
+    ]
+    for what, field in rows:
+        t0 = time.perf_counter()
+        report(what, pair_dice(pairs, field), time.perf_counter() - t0)
+
+
+def cmd_train(pairs, results: Path, args) -> None:
+    train_names = split_pairs(results, "train", args.val_subjects)
+    train = load_pairs(results, train_names)
+    model = load_pretrained(results)
+    print(f"# SUITS training on {len(train)} pairs, scored on {len(pairs)} {args.pairs} pairs; "
+          f"lr {args.lr:g} batch {args.batch} lam {args.train_lam:g} k_back in [{args.k_min}, "
+          f"{args.k_max}] grad_A {args.grad_A} warp_space {args.train_warp_space} seed {args.seed}",
+          flush=True)
+    model.eval()
+    report("step 0", pair_dice(pairs, featcnn_field(model, args)))
+    losses: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "suits.pt"
+        for steps in range(args.every, args.steps + 1, args.every):
+            t0 = time.perf_counter()
+            model, losses = train_suits(model, train, steps=steps, batch=args.batch, lr=args.lr,
+                                        lam=args.train_lam, k_max=args.k_max, k_min=args.k_min,
+                                        seed=args.seed, checkpoint=ckpt, checkpoint_every=0,
+                                        progress=False, grad_A=args.grad_A,
+                                        warp_space=args.train_warp_space)
+            dt = time.perf_counter() - t0
+            model.eval()
+            recent = float(np.mean(losses[-args.every:]))
+            report(f"step {steps} (loss {recent:.4f}, {dt / args.every:.1f} s/step)",
+                   pair_dice(pairs, featcnn_field(model, args)))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--pairs", choices=("train", "val", "test"), default="train")
+    ap.add_argument("--val-subjects", type=int, default=0)
+    ap.add_argument("--iterations", type=int, default=15)
+    ap.add_argument("--lam", type=float, default=0.5, help="test-time lambda")
+    ap.add_argument("--warp-space", choices=("features", "image"), default="features",
+                    help="test-time warp space")
+    ap.add_argument("--threads", type=int, default=2)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("ceiling")
+    t = sub.add_parser("train")
+    t.add_argument("--steps", type=int, default=60)
+    t.add_argument("--every", type=int, default=10)
+    t.add_argument("--lr", type=float, default=1e-5)
+    t.add_argument("--batch", type=int, default=3)
+    t.add_argument("--train-lam", type=float, default=0.25)
+    t.add_argument("--k-min", type=int, default=1)
+    t.add_argument("--k-max", type=int, default=15)
+    t.add_argument("--grad-A", action="store_true")
+    t.add_argument("--train-warp-space", choices=("features", "image"), default="image")
+    t.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = split_pairs(args.results, args.pairs, args.val_subjects)
+    pairs = load_pairs(args.results, names)
+    print(f"# {args.cmd} on {len(pairs)} {args.pairs} pairs of {args.results}; test-time "
+          f"{args.iterations} iterations, lam {args.lam:g}, warp_space {args.warp_space}", flush=True)
+    {"ceiling": cmd_ceiling, "train": cmd_train}[args.cmd](pairs, args.results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
