@@ -30,7 +30,7 @@ tune_process()  # an entry point: tune this process before torch loads
 import torch  # noqa: E402
 import torch.nn.functional as F
 
-from suits.amg import BroxOperator, PyAMG, TorchMultigrid
+from suits.solver import BroxOperator, PyAMG, TorchMultigrid
 from suits.diffusion import brox_system
 from suits.mind import mind_ssc
 from suits.warp import warp

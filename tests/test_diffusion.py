@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from suits.amg import TorchMultigrid
+from suits.solver import TorchMultigrid
 from suits.diffusion import brox_system, gauss_newton_step, laplacian, spatial_gradient
 
 MG = TorchMultigrid(coarse_size=8)        # coarsens even the tiny test grids

@@ -7,7 +7,7 @@ the border, voxel units, components along D, H, W) and ``u^{k-1}`` on the same g
 
     (M + λ L ⊗ I_3) z = -Σ_c (R_mov,c - R_fix,c) g_c - λ L u^{k-1},   M_v = Σ_c g_c(v) g_c(v)^T,
 
-``L`` the 6-neighbour graph Laplacian (Neumann). The solve is :func:`suits.amg.lse_solve`
+``L`` the 6-neighbour graph Laplacian (Neumann). The solve is :func:`suits.solver.lse_solve`
 (Algorithm 2), so the step is differentiable w.r.t. both representations: through ``b`` always
 and through ``M`` with ``grad_A=True``.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from suits.amg import grid_laplacian, lse_solve
+from suits.solver import grid_laplacian, lse_solve
 
 __all__ = ["spatial_gradient", "laplacian", "brox_system", "gauss_newton_step"]
 
@@ -53,7 +53,7 @@ def laplacian(u: torch.Tensor) -> torch.Tensor:
 def brox_system(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tensor,
                 lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The data blocks ``M`` ``(B, 3, 3, d, h, w)`` and right-hand side ``b`` ``(B, 3, d, h, w)``
-    of Eq. (6); the full operator is ``A = M + lam·(L ⊗ I_3)`` (``suits.amg.BroxOperator``).
+    of Eq. (6); the full operator is ``A = M + lam·(L ⊗ I_3)`` (``suits.solver.BroxOperator``).
 
     Args:
         r_fix, r_mov: ``(B, C, d, h, w)`` representations on one grid (``r_mov`` warped by ``u``);
@@ -85,7 +85,7 @@ def gauss_newton_step(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tensor,
         u: ``(B, 3, d, h, w)`` current displacement ``u^{k-1}`` on that grid, voxels.
         lam: diffusion weight λ (> 0).
         solver: ``None``/``"torch"`` (fast, on the device), ``"pyamg"``, ``"pyamg-rs"`` or a
-            configured solver object (``suits.amg``).
+            configured solver object (``suits.solver``).
         tol: relative residual of the forward and backward solves.
         grad_A: differentiate through the system matrix too (Eq. 9); default only through ``b``.
         maxiter: solver iteration cap (backend default).

@@ -2,7 +2,7 @@
 
 :func:`at_most` lowers the OpenMP thread count of the calling thread (``omp_set_num_threads`` of
 the OpenMP runtime torch's CPU kernels run on, which ``torch.get_num_threads`` reports) for a
-block and restores it afterwards. Used by :class:`suits.amg.TorchMultigrid` for solves made of
+block and restores it afterwards. Used by :class:`suits.solver.TorchMultigrid` for solves made of
 many small kernels, where waking a second thread for each costs more than it saves.
 
 Why not ``torch.set_num_threads``: besides OpenMP it sets MKL's thread count and turns MKL's

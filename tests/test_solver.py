@@ -1,4 +1,4 @@
-"""suits.amg: the structured Brox operator, both solver backends and the autograd layer (Alg. 2)."""
+"""suits.solver: the structured Brox operator, both solver backends and the autograd layer (Alg. 2)."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse.linalg as sla
 import torch
 
-from suits.amg import (BroxOperator, PyAMG, TorchMultigrid, get_solver, grid_laplacian,
+from suits.solver import (BroxOperator, PyAMG, TorchMultigrid, get_solver, grid_laplacian,
                        laplacian_degree, lse_solve, solve)
 
 # a multigrid that really coarsens even the tiny test grids (default coarsest level: 128 voxels)
@@ -152,14 +152,14 @@ def test_cpu_solves_of_small_grids_run_on_one_thread_and_restore_the_count(monke
     most ``cpu_threads``), restores the count afterwards (also in the autograd backward), gives
     the same solution to float rounding, and never calls ``torch.set_num_threads`` (after which
     torch 2.13's batched ``linalg.solve`` fails for the rest of the process)."""
-    import suits.amg as amg
     from suits import threads
+    from suits.solver import multigrid, operator
 
     current = torch.get_num_threads()
     if current < 2 or threads._omp() is None:
         pytest.skip("needs at least 2 torch threads on an OpenMP runtime")
     seen = []
-    real = amg._block_apply
+    real = operator.block_apply
 
     def spy(M, z):
         seen.append(torch.get_num_threads())
@@ -168,7 +168,8 @@ def test_cpu_solves_of_small_grids_run_on_one_thread_and_restore_the_count(monke
     def no_global_change(n):
         raise AssertionError("suits must not call torch.set_num_threads")
 
-    monkeypatch.setattr(amg, "_block_apply", spy)
+    monkeypatch.setattr(operator, "block_apply", spy)
+    monkeypatch.setattr(multigrid, "block_apply", spy)
     monkeypatch.setattr(torch, "set_num_threads", no_global_change)
     grid = (6, 5, 7)
     M = random_blocks(1, grid)
