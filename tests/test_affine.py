@@ -8,8 +8,8 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from suitsbench import phantom as P
-from suitsbench.affine import (block_match, initial_transform, register_affine, resample_affine,
-                               trimmed_affine_fit)
+from suitsbench.affine import AffineSettings, initial_transform, register_affine, resample_affine
+from suitsbench.blockmatch import block_match, trimmed_affine_fit
 from suitsbench.errors import InputError
 from suitsbench.groupwise import (groupwise_mean, inverse_consistency_mm, load_row,
                                   load_transform, log_euclidean_mean, mean_space_grid,
@@ -137,7 +137,8 @@ def test_register_affine_recovers_known_affine_ct_to_mr(patient, seed, header_sh
 
 def test_register_affine_accepts_tensors_and_identical_images(patient):
     geom, ct, lab, A = patient
-    T = register_affine(torch.from_numpy(ct)[None, None], ct, A, A, levels=(4,), iterations=3)
+    T = register_affine(torch.from_numpy(ct)[None, None], ct, A, A,
+                        AffineSettings(levels=(4,), iterations=3))
     assert mean_error_mm(T, np.eye(4), organ_points(lab, A)) < 0.5 * SPACING
 
 

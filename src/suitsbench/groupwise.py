@@ -111,7 +111,7 @@ def pairwise_row(fixed_id: str, images: Mapping[str, Image], **register_kwargs
 
     ``images`` maps an id to ``(volume, affine)`` or to a NIfTI path (loaded with
     :func:`suits.io.load_volume`); ``register_kwargs`` go to
-    :func:`suitsbench.affine.register_affine` (``levels``, ``device``, ...).
+    :func:`suitsbench.affine.register_affine` (``settings``, ``device``, ...).
     """
     if fixed_id not in images:
         raise KeyError(f"fixed id {fixed_id!r} not among the images")

@@ -1,11 +1,12 @@
 """Rule affine_pairwise: one row of the groupwise affine pre-registration, the image {id}
 (fixed) against every other image (suitsbench.groupwise.pairwise_row: MIND-SSC block
-matching and trimmed least squares, suitsbench.affine)."""
+matching and trimmed least squares, suitsbench.affine and suitsbench.blockmatch)."""
 from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
 
 import torch  # noqa: E402
+from suitsbench.affine import AffineSettings  # noqa: E402
 from suitsbench.groupwise import pairwise_row, save_row  # noqa: E402
 
 i, p = snakemake.input, snakemake.params  # noqa: F821
@@ -17,5 +18,6 @@ device = p.device
 if device == "auto":
     device = "cuda" if torch.cuda.is_available() else "cpu"
 fixed_id = snakemake.wildcards.id  # noqa: F821
-row = pairwise_row(fixed_id, dict(zip(p.ids, i.others)), levels=tuple(p.levels), device=device)
+row = pairwise_row(fixed_id, dict(zip(p.ids, i.others)),
+                   settings=AffineSettings(levels=tuple(p.levels)), device=device)
 save_row(snakemake.output[0], fixed_id, row)  # noqa: F821
