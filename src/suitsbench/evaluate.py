@@ -20,20 +20,11 @@ import pandas as pd
 from suitsbench import metrics
 from suitsbench.provenance import write_text_atomic
 
-PAIR_SEPARATOR = "__to__"
 ROW_COLUMNS = (
     "method", "pair", "organ", "label", "dice", "hd95", "fixed_voxels", "warped_voxels",
     "jac_frac_nonpos", "jac_std_log", "jac_min", "jac_mean",
 )
 PathLike = str | os.PathLike
-
-
-def split_pair(pair: str) -> tuple[str, str]:
-    """``"{moving}__to__{fixed}"`` -> ``(moving_id, fixed_id)``."""
-    moving, sep, fixed = pair.partition(PAIR_SEPARATOR)
-    if not sep or not moving or not fixed:
-        raise ValueError(f"pair id {pair!r} is not of the form '<moving>{PAIR_SEPARATOR}<fixed>'")
-    return moving, fixed
 
 
 def spacing_from_affine(affine: Any) -> tuple[float, float, float]:

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from suitsbench.errors import InputError  # noqa: E402
 from suitsbench.manifest import Record, read_manifest  # noqa: E402
+from suitsbench.pairid import ID_PATTERN, PAIR_PATTERN, split_pair_id  # noqa: E402
 from suitsbench.split import make_split  # noqa: E402
 
 DATA = config["data"]
@@ -30,8 +31,8 @@ ENVS = {
 
 wildcard_constraints:
     fdir="|".join(re.escape(d) for d in FOLD_DIRS),
-    id=r"[A-Za-z0-9][A-Za-z0-9._-]*",
-    pair=r"[A-Za-z0-9][A-Za-z0-9._-]*__to__[A-Za-z0-9][A-Za-z0-9._-]*",
+    id=ID_PATTERN,
+    pair=PAIR_PATTERN,
     method="|".join(METHODS),
 
 
@@ -119,11 +120,6 @@ def fold_of(fdir):
     return FOLD_DIRS.index(fdir)
 
 
-def split_parts(pair):
-    moving_id, fixed_id = pair.split("__to__")
-    return moving_id, fixed_id
-
-
 # ---------------------------------------------------------------- file names
 
 
@@ -171,12 +167,12 @@ def train_ids(fdir, modality=None):
 
 def train_pair_images(fdir):
     """Every aligned image and label used by the training pairs of a fold."""
-    ids = sorted({i for p in split_of(fdir).train_pairs for i in split_parts(p)})
+    ids = sorted({i for p in split_of(fdir).train_pairs for i in split_pair_id(p)})
     return aligned_of_ids(ids) + aligned_of_ids(ids, "label")
 
 
 def pair_images(wildcards):
-    moving_id, fixed_id = split_parts(wildcards.pair)
+    moving_id, fixed_id = split_pair_id(wildcards.pair)
     return {"fixed": aligned(fixed_id), "moving": aligned(moving_id)}
 
 
@@ -204,7 +200,7 @@ def method_fields(wildcards):
 
 def test_pair_labels(wildcards):
     ids = sorted(
-        {i for p in split_of(wildcards.fdir).test_pairs for i in split_parts(p)}
+        {i for p in split_of(wildcards.fdir).test_pairs for i in split_pair_id(p)}
     )
     return aligned_of_ids(ids, "label")
 

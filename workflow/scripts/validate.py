@@ -13,6 +13,7 @@ start(snakemake)  # noqa: F821
 log, console = sys.stdout, sys.__stderr__
 
 from suitsbench.errors import InputError  # noqa: E402
+from suitsbench.pairid import split_pair_id  # noqa: E402
 from suitsbench.provenance import write_text_atomic  # noqa: E402
 from suitsbench.validate import validate_config  # noqa: E402
 
@@ -46,7 +47,7 @@ for fdir, out in zip(p.fold_dirs, snakemake.output.train_pairs):  # noqa: F821
     w = csv.writer(buf, delimiter="\t", lineterminator="\n")
     w.writerow(["fixed_image", "moving_image", "fixed_labels", "moving_labels"])
     for pair in splits[fdir]["train_pairs"]:
-        moving_id, fixed_id = pair.split("__to__")
+        moving_id, fixed_id = split_pair_id(pair)
         row = [
             p.aligned[fixed_id]["image"],
             p.aligned[moving_id]["image"],
