@@ -42,7 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from suits import checkpoint as ckpt
-from suits.io import atomic_path
+from suits.atomic import atomic_path
 from suits.mind import mind_ssc
 from suits.warp import warp
 

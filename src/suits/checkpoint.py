@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from suits.io import atomic_path
+from suits.atomic import atomic_path
 
 __all__ = ["save", "load", "rng_state", "set_rng_state", "latest", "step_path"]
 

@@ -47,7 +47,7 @@ class CLIError(Exception):
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module) -> None:
     """Write a FeatCNN as ``{"state_dict", "config"}`` atomically."""
-    from suits.io import atomic_path
+    from suits.atomic import atomic_path
 
     config = {
         "modalities": list(model.modalities),
