@@ -22,7 +22,7 @@ from suits import checkpoint as ckpt
 from suits.featcnn import FeatCNN
 from suits.mind import mind_ssc
 
-__all__ = ["pretrain", "mind_target"]
+__all__ = ["pretrain", "mind_target", "load_images", "initial_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,27 @@ def mind_target(img: torch.Tensor, factor: int, radius: int = 2, dilation: int =
     convention; shape ``ceil(n / factor)``)."""
     f = int(factor)
     return mind_ssc(img, radius=radius, dilation=dilation)[..., ::f, ::f, ::f]
+
+
+def load_images(groups: Sequence[tuple[str, Sequence[str | os.PathLike]]]
+                ) -> dict[str, list[torch.Tensor]]:
+    """The pre-training images per modality: each ``(modality, paths)`` group read with
+    :func:`suits.io.load_volume`; groups of one modality are joined in the order given, the
+    modalities keep the order of their first group."""
+    from suits.io import load_volume
+
+    images: dict[str, list[torch.Tensor]] = {}
+    for mod, paths in groups:
+        images.setdefault(mod, []).extend(load_volume(p)[0] for p in paths)
+    return images
+
+
+def initial_model(modalities: Sequence[str], downsample: int, seed: int,
+                  device: torch.device | str | None = None) -> FeatCNN:
+    """A new FeatCNN with one stream per modality, its weights drawn after
+    ``torch.manual_seed(seed)``: the model :func:`pretrain` starts from."""
+    torch.manual_seed(seed)
+    return FeatCNN(modalities=tuple(modalities), downsample=downsample, device=device)
 
 
 def _check_images(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]]) -> list[str]:

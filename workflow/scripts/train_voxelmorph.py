@@ -14,7 +14,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 
 import torch  # noqa: E402
 from baselines import voxelmorph_mind as vxm  # noqa: E402
-from suits.cli import read_pairs  # noqa: E402
+from suits.pairs import read_pairs  # noqa: E402
 from suits.io import load_volume  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
