@@ -32,7 +32,7 @@ from suits.modelfile import ModelFileError, load_model, load_representation, sav
 from suits.pairs import PAIR_COLUMNS, PairsError, load_pairs, read_pairs
 from suits.register import WARP_SPACES
 
-__all__ = ["main", "build_parser", "CLIError", "setup_logging", "resolve_device"]
+__all__ = ["main", "build_parser", "CLIError", "setup_logging"]
 
 
 class CLIError(Exception):
@@ -48,7 +48,7 @@ def _existing(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def resolve_device(name: str | None) -> torch.device:
+def _device(name: str | None) -> torch.device:
     """``None`` or ``"auto"``: CUDA if available, else the CPU; otherwise ``torch.device(name)``."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -66,7 +66,7 @@ def setup_logging(quiet: bool = False) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from suits.pretrain import initial_model, load_images, pretrain
 
-    device = resolve_device(args.device)
+    device = _device(args.device)
     groups = []
     for group in args.images:
         if len(group) < 2:
@@ -89,7 +89,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from suits.train import train_suits
 
-    device = resolve_device(args.device)
+    device = _device(args.device)
     rows = read_pairs(_existing(args.pairs, "--pairs"))
     model = load_model(args.model, device=device)
     pairs = load_pairs(rows, args.pairs)
@@ -108,7 +108,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from suits.register import register
     from suits.warp import warp, warp_labels
 
-    device = resolve_device(args.device)
+    device = _device(args.device)
     if (args.warp_labels is None) != (args.warped_labels is None):
         raise CLIError("--warp-labels (moving label map) and --warped-labels (output) go together")
     fixed, affine = load_volume(_existing(args.fixed, "--fixed"), device=device)

@@ -6,11 +6,10 @@ start(snakemake)  # noqa: F821
 
 import sys  # noqa: E402
 from suits.cli import main  # noqa: E402
+from suitsbench.job import threads  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
-# torch/elastix threads from the config (resources.register.threads) or more: snakemake lowers
-# a job's threads to --cores, and the numbers depend on the thread count
-threads = max(snakemake.threads, snakemake.config["resources"]["register"]["threads"])  # noqa: F821
+n_threads = threads(snakemake, "register")  # noqa: F821
 argv = [
     "register",
     "--fixed", i.fixed,
@@ -29,6 +28,6 @@ argv = [
     "--mind-dilation", p.mind_dilation,
     "--warp-space", p.warp_space,
     "--device", p.device,
-    "--threads", threads,
+    "--threads", n_threads,
 ]  # fmt: skip
 sys.exit(main([str(a) for a in argv]))

@@ -4,29 +4,14 @@ from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 from suits.cli import main  # noqa: E402
+from suitsbench.job import checkpoint_path, threads  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
-
-
-def checkpoint_path(name, settings, files):
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for f in files:
-        h.update(Path(f).read_bytes())
-    folder = Path(p.checkpoint_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}-{h.hexdigest()[:16]}.pt"
-
-
 settings = {k: v for k, v in p.items() if k != "checkpoint_dir"}
-ckpt = checkpoint_path("featcnn_suits", settings, [i.model, i.pairs, *i.images])
-# torch/elastix threads from the config (resources.train.threads) or more: snakemake lowers
-# a job's threads to --cores, and the numbers depend on the thread count
-threads = max(snakemake.threads, snakemake.config["resources"]["train"]["threads"])  # noqa: F821
+ckpt = checkpoint_path(p.checkpoint_dir, "featcnn_suits", settings, [i.model, i.pairs, *i.images])
+n_threads = threads(snakemake, "train")  # noqa: F821
 argv = [
     "train",
     "--pairs", i.pairs,
@@ -48,7 +33,7 @@ argv = [
     "--warp-space", p.warp_space,
     "--label-warp-space", p.label_warp_space,
     "--device", p.device,
-    "--threads", threads,
+    "--threads", n_threads,
 ]  # fmt: skip
 print(f"checkpoint: {ckpt} ({'resuming' if ckpt.exists() else 'new'})", flush=True)
 status = main([str(a) for a in argv])
