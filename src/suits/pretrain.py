@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -116,15 +115,10 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[float] = []
-    start = 0
-    path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        start, extra = ckpt.load(path, model, opt, map_location=device)
-        gen.set_state(extra["generator"].cpu())
-        losses = [float(x) for x in extra.get("losses", [])][:start]
-        if extra.get("seed", seed) != seed:
-            logger.warning("checkpoint %s was written with seed %s, now %s", path, extra.get("seed"), seed)
-        logger.info("resuming from step %d (%s)", start, path)
+    rolling = ckpt.RollingCheckpoint(
+        checkpoint, model, opt, gen, iterations, checkpoint_every, {"losses": (losses, float)},
+        dict(seed=seed, iterations=iterations, lr=lr, radius=radius, dilation=dilation), logger)
+    start, _ = rolling.resume(device)
 
     cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -135,11 +129,6 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
             with torch.no_grad():
                 cache[key] = (x, mind_target(x, factor, radius, dilation))
         return cache[key]
-
-    def save(step: int) -> None:
-        if path is not None:
-            ckpt.save(path, step, model, opt, generator=gen.get_state(), losses=list(losses),
-                      seed=seed, iterations=iterations, lr=lr, radius=radius, dilation=dilation)
 
     crop_size = None
     if crop is not None:
@@ -182,10 +171,9 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
         if log is not None:
             log(done, value)
         bar.set_postfix(loss=f"{value:.4f}")
-        if checkpoint_every > 0 and done % checkpoint_every == 0 and done < iterations:
-            save(done)
+        rolling.after_step(done)
     bar.close()
     if start < iterations:
-        save(int(iterations))
+        rolling.save(int(iterations))
         logger.info("pretrain finished: %d steps, last loss %.6f", iterations, losses[-1])
     return model, losses
