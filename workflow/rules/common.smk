@@ -6,8 +6,9 @@ import re
 import sys
 from pathlib import Path
 
-# the project's own packages, also when snakemake runs from another environment (conda)
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# the project's own packages, also when snakemake runs from another environment (conda):
+# suits and suitsbench in src/, baselines at the top (pyproject.toml's package-dir)
+sys.path[:0] = [str(Path(workflow.basedir) / "src"), str(Path(workflow.basedir))]
 
 from suitsbench.errors import InputError  # noqa: E402
 from suitsbench.manifest import Record, read_manifest  # noqa: E402
@@ -79,7 +80,6 @@ IDS = sorted(BY_ID)
 if "elastix" in METHODS:
     # the parameter map is free-form in the schema: its structure is checked here, before any
     # job runs (elastix itself would stop with an internal error at the first test pair)
-    sys.path.insert(0, str(Path(workflow.basedir)))
     from baselines.elastix_params import check_overrides  # noqa: E402
 
     try:
