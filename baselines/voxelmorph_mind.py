@@ -42,7 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from suits import checkpoint as ckpt
-from suits.io import atomic_path
+from suits.atomic import atomic_path
 from suits.mind import mind_ssc
 from suits.warp import warp
 
@@ -194,17 +194,18 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     losses: list[float] = []
-    start = 0
-    path = Path(checkpoint) if checkpoint is not None else None
+    rolling = ckpt.RollingCheckpoint(
+        checkpoint, model, opt, gen, iterations, checkpoint_every, {"losses": (losses, float)},
+        dict(config=model.config, seed=seed, lr=lr, reg_weight=reg_weight,
+             mind_radius=mind_radius, mind_dilation=mind_dilation), logger, "VoxelMorph-MIND")
+    path = rolling.path
     if path is not None and path.exists():
+        # the weights of another config do not fit the model: compare before loading them
         saved = torch.load(path, map_location="cpu", weights_only=False).get("extra", {}).get("config")
         if saved != model.config:
             raise ValueError(f"{path}: checkpoint model config {saved} != {model.config}; "
                              "use the same config or another checkpoint path")
-        start, extra = ckpt.load(path, model, opt, map_location=device)
-        gen.set_state(extra["generator"].cpu())
-        losses = [float(x) for x in extra.get("losses", [])][:start]
-        logger.info("resuming VoxelMorph-MIND from step %d (%s)", start, path)
+    start, _ = rolling.resume(device)
 
     cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
@@ -214,12 +215,6 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
             with torch.no_grad():
                 cache[idx] = (f, m, mind_ssc(f, radius=mind_radius, dilation=mind_dilation))
         return cache[idx]
-
-    def save(step: int) -> None:
-        if path is not None:
-            ckpt.save(path, step, model, opt, generator=gen.get_state(), losses=list(losses),
-                      config=model.config, seed=seed, lr=lr, reg_weight=reg_weight,
-                      mind_radius=mind_radius, mind_dilation=mind_dilation)
 
     bar = tqdm(range(start, int(iterations)), initial=start, total=int(iterations),
                desc="VoxelMorph-MIND", disable=not progress)
@@ -238,11 +233,10 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
         if log is not None:
             log(done, value)
         bar.set_postfix(loss=f"{value:.5f}")
-        if checkpoint_every > 0 and done % checkpoint_every == 0 and done < iterations:
-            save(done)
+        rolling.after_step(done)
     bar.close()
     if start < iterations:
-        save(int(iterations))
+        rolling.save(int(iterations))
     model.eval()
     model.losses = losses
     return model

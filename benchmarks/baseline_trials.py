@@ -106,7 +106,7 @@ def cmd_objective(args, pairs) -> None:
 
 
 def cmd_warp_space(args, pairs) -> None:
-    from suits.cli import load_model
+    from suits.modelfile import load_model
     from suits.register import MindRepresentation, register
 
     models = {"mind_ssc": MindRepresentation(factor=args.factor)}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from suits.atomic import write_text
 from suitsbench import phantom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ def main() -> None:
                                 **variant)
     cfg["dataset"] = args.dataset
     cfg["data"].update(source="manifest", manifest=str(manifest.resolve()))
-    (args.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_text(args.out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     print(f"{manifest}\n{args.out / 'config.yaml'}")
 
 

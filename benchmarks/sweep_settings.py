@@ -37,6 +37,7 @@ from suits.io import load_labels, load_volume
 from suits.register import MindRepresentation, register
 from suits.warp import warp_labels
 from suitsbench.metrics import dice
+from suitsbench.pairid import split_pair_id
 
 
 def mean_dice(fixed: np.ndarray, warped: np.ndarray, labels: list[int]) -> float:
@@ -56,7 +57,7 @@ def load_pairs(results: Path, which: str = "train_pairs", n: int | None = None) 
     aligned = results / "aligned"
     pairs = []
     for name in names:
-        moving, fixed = name.split("__to__")
+        moving, fixed = split_pair_id(name)
         f, fa = load_volume(aligned / f"{fixed}_image.nii.gz")
         m, _ = load_volume(aligned / f"{moving}_image.nii.gz")
         fl, _ = load_labels(aligned / f"{fixed}_label.nii.gz")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from suits.cli import load_model, main, save_model
+from suits.cli import main
+from suits.modelfile import load_model, save_model
 from suits.featcnn import FeatCNN
 from suits.io import load_field, load_labels, load_volume, save_labels, save_volume
 

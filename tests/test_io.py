@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from suits import io as sio
-from suits.atomic import _HOST
+from suits.atomic import _HOST, atomic_path
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_bad_shapes(tmp_path, affine):
 
 def _writer_in_atomic_path(path, started, release):
     """Child process: enter atomic_path(path), write a partial temporary, then block."""
-    with sio.atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(b"partial")
         started.set()
         release.wait(60)

@@ -9,6 +9,7 @@ import torch
 from scipy import ndimage
 
 from suitsbench import metrics
+from suitsbench.pairid import split_pair_id
 
 
 def _grid_mm(shape, spacing):
@@ -189,9 +190,9 @@ def test_evaluate_pair_identity_and_pair_ids():
     assert liver["hd95"] == pytest.approx(4.0)  # 2 voxels of 2 mm
     assert liver["fixed_voxels"] == liver["warped_voxels"] == 8 * 7 * 6
     assert liver["jac_frac_nonpos"] == 0.0 and liver["jac_mean"] == pytest.approx(1.0)
-    assert evaluate.split_pair("ct3__to__mr1") == ("ct3", "mr1")
+    assert split_pair_id("ct3__to__mr1") == ("ct3", "mr1")
     with pytest.raises(ValueError):
-        evaluate.split_pair("ct3-mr1")
+        split_pair_id("ct3-mr1")
     aff = np.diag([1.5, 2.0, 3.0, 1.0])[[1, 0, 2, 3]]  # array axis 0 runs along world y
     aff[:3, 2] = [0.0, 0.6 * 3.0, 0.8 * 3.0]  # oblique axis 2, still 3 mm
     assert evaluate.spacing_from_affine(aff) == pytest.approx((1.5, 2.0, 3.0))

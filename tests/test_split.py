@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from suitsbench.manifest import Record
-from suitsbench.split import make_split, pair_id, select_test
+from suitsbench.pairid import pair_id
+from suitsbench.split import make_split, select_test
 
 
 def unpaired(n_ct: int, n_mr: int) -> list[Record]:

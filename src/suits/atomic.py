@@ -1,5 +1,8 @@
 """Atomic file writes: write to a hidden temporary beside the target, then ``os.replace``.
 
+The one place of the project's atomic writes: :func:`atomic_path` for any writer that takes a
+path, :func:`write_text` for text.
+
 Standard library only (the workflow's Snakefile imports writers that use it, without torch).
 A killed writer never leaves a complete-looking file; the next write of the same file removes
 the temporary a SIGKILLed writer could not.
@@ -14,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "write_text"]
 
 PathLike = str | os.PathLike
 
@@ -70,3 +73,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_text(path: PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` with ``\\n`` line ends to ``path`` atomically (:func:`atomic_path`)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+    return path

@@ -11,22 +11,27 @@ into place with ``os.replace``) holding::
 checkpoint continues exactly (bitwise on CPU) as an uninterrupted run would. Generators that
 are not global (e.g. a ``torch.Generator`` used for sampling) belong in ``extra``
 (``generator.get_state()``).
+
+:class:`RollingCheckpoint` is the rolling checkpoint of a training loop (pre-training, SUITS
+training, VoxelMorph-MIND): one file, resumed from if it exists, rewritten every few steps and
+at the end.
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from suits.io import atomic_path
+from suits.atomic import atomic_path
 
-__all__ = ["save", "load", "rng_state", "set_rng_state", "latest", "step_path"]
+__all__ = ["save", "load", "rng_state", "set_rng_state", "latest", "step_path", "RollingCheckpoint"]
 
 FORMAT = 1
 PathLike = str | os.PathLike
@@ -110,3 +115,71 @@ def latest(folder: PathLike, prefix: str = "checkpoint") -> Path | None:
     pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)\.pt$")
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.match(p.name))]
     return max(found)[1] if found else None
+
+
+class RollingCheckpoint:
+    """The rolling checkpoint of a training loop over ``total`` steps.
+
+    Holds the model, the optimiser, the loop's sampling ``generator`` and its per-step
+    ``history`` lists (``{name: (list, type)}``, e.g. ``{"losses": (losses, float)}``), which
+    the loop appends to. Each checkpoint's ``extra`` holds the generator state, a copy of every
+    history list and ``settings`` (``seed`` among them). ``path=None``: no checkpoint, every
+    method does nothing.
+
+    Use::
+
+        rolling = RollingCheckpoint(path, model, opt, gen, total, every, history, settings, logger)
+        start, extra = rolling.resume(device)
+        for step in range(start, total):
+            ...
+            rolling.after_step(step + 1)
+        if start < total:
+            rolling.save(total)
+    """
+
+    def __init__(self, path: PathLike | None, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 generator: torch.Generator, total: int, every: int,
+                 history: Mapping[str, tuple[list, Callable[[Any], Any]]],
+                 settings: Mapping[str, Any], logger: logging.Logger | None = None,
+                 name: str = "") -> None:
+        self.path = Path(path) if path is not None else None
+        self.model, self.optimizer, self.generator = model, optimizer, generator
+        self.total, self.every = int(total), int(every)
+        self.history = dict(history)
+        self.settings = dict(settings)
+        self.logger = logger or logging.getLogger(__name__)
+        self.name = name
+
+    def resume(self, map_location: torch.device | str | None = None,
+               check: Callable[[dict[str, Any]], None] | None = None) -> tuple[int, dict[str, Any]]:
+        """If the file exists: restore the model, the optimiser, every RNG (:func:`load`), the
+        generator and the history lists (cut to the checkpoint's step), warn if it was written
+        with another seed, call ``check(extra)`` (which raises on a mismatch) and return
+        ``(step, extra)``; otherwise ``(0, {})``."""
+        if self.path is None or not self.path.exists():
+            return 0, {}
+        start, extra = load(self.path, self.model, self.optimizer, map_location=map_location)
+        self.generator.set_state(extra["generator"].cpu())
+        for key, (values, kind) in self.history.items():
+            values[:] = [kind(x) for x in extra.get(key, [])][:start]
+        seed = self.settings.get("seed")
+        if extra.get("seed", seed) != seed:
+            self.logger.warning("checkpoint %s was written with seed %s, now %s", self.path,
+                                extra.get("seed"), seed)
+        if check is not None:
+            check(extra)
+        self.logger.info("resuming %sfrom step %d (%s)", f"{self.name} " if self.name else "",
+                         start, self.path)
+        return start, extra
+
+    def save(self, step: int) -> None:
+        """Write the checkpoint of ``step`` (atomically, :func:`save`)."""
+        if self.path is not None:
+            history = {key: list(values) for key, (values, _) in self.history.items()}
+            save(self.path, step, self.model, self.optimizer, generator=self.generator.get_state(),
+                 **history, **self.settings)
+
+    def after_step(self, done: int) -> None:
+        """Save after step ``done`` if it is a multiple of ``every`` (> 0) before the last."""
+        if self.every > 0 and done % self.every == 0 and done < self.total:
+            self.save(done)

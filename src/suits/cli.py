@@ -9,11 +9,8 @@
 
 Arguments may also be read from a file with ``@args.txt`` (one argument per line).
 
-Model files (:func:`save_model` / :func:`load_model`): ``torch.save`` of
-``{"state_dict": ..., "config": {"modalities": [...], "downsample": f, "affine_norm": bool}}``.
-
-The pairs TSV of ``train`` has a header with the columns ``fixed_image``, ``moving_image``,
-``fixed_labels``, ``moving_labels``; relative paths are resolved against the TSV's folder.
+Model files are those of :mod:`suits.modelfile`; the pairs TSV of ``train`` is described in
+:mod:`suits.pairs`.
 Fields are written in the contract layout (``suits.io.save_field``) with the fixed image's affine.
 Errors about the inputs are reported as one line on stderr (exit status 2).
 
@@ -23,61 +20,23 @@ first; :func:`main` is the library entry and leaves the calling process as it is
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
+from suits.modelfile import ModelFileError, load_model, load_representation, save_model
+from suits.pairs import PAIR_COLUMNS, PairsError, load_pairs, read_pairs
 from suits.register import WARP_SPACES
 
-__all__ = ["main", "build_parser", "save_model", "load_model", "read_pairs", "CLIError"]
-
-PAIR_COLUMNS = ("fixed_image", "moving_image", "fixed_labels", "moving_labels")
+__all__ = ["main", "build_parser", "CLIError", "setup_logging"]
 
 
 class CLIError(Exception):
     """An input problem reported as a one-line error message."""
-
-
-# --------------------------------------------------------------------------- model files
-
-def save_model(path: str | os.PathLike, model: torch.nn.Module) -> None:
-    """Write a FeatCNN as ``{"state_dict", "config"}`` atomically."""
-    from suits.io import atomic_path
-
-    config = {
-        "modalities": list(model.modalities),
-        "downsample": int(model.factor),
-        "affine_norm": any(isinstance(m, torch.nn.InstanceNorm3d) and m.affine for m in model.modules()),
-    }
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "config": config}, tmp)
-
-
-def load_model(path: str | os.PathLike, device: torch.device | str | None = None) -> torch.nn.Module:
-    """Read a model file written by :func:`save_model` into a new FeatCNN on ``device``."""
-    from suits.featcnn import FeatCNN
-
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is an input problem
-        raise CLIError(f"{path}: not a readable model file ({type(e).__name__}: {e})") from None
-    if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
-        raise CLIError(f"{path}: not a suits model file (expected keys 'state_dict' and 'config'; "
-                       "checkpoints are not model files)")
-    cfg = payload["config"]
-    model = FeatCNN(modalities=tuple(cfg["modalities"]), downsample=int(cfg["downsample"]),
-                    affine_norm=bool(cfg.get("affine_norm", True)))
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device) if device is not None else model
 
 
 # --------------------------------------------------------------------------- helpers
@@ -89,57 +48,37 @@ def _existing(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def read_pairs(tsv: str | os.PathLike) -> list[dict[str, Path]]:
-    """Rows of a pairs TSV as dicts of resolved paths (checked to exist)."""
-    tsv = _existing(tsv, "--pairs")
-    with open(tsv, newline="") as fh:
-        reader = csv.DictReader((line for line in fh if not line.startswith("#")), delimiter="\t")
-        missing = [c for c in PAIR_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise CLIError(f"{tsv}: missing column(s) {', '.join(missing)}; the header must hold "
-                           f"{', '.join(PAIR_COLUMNS)} (tab-separated)")
-        rows = []
-        for n, row in enumerate(reader, start=2):
-            paths = {}
-            for c in PAIR_COLUMNS:
-                value = (row.get(c) or "").strip()
-                if not value:
-                    raise CLIError(f"{tsv}, line {n}: empty {c}")
-                p = Path(value)
-                p = p if p.is_absolute() else tsv.parent / p
-                paths[c] = _existing(p, f"{tsv}, line {n}, {c}")
-            rows.append(paths)
-    if not rows:
-        raise CLIError(f"{tsv}: no pairs")
-    return rows
-
-
 def _device(name: str | None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA if available, else the CPU; otherwise ``torch.device(name)``."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
+def setup_logging(quiet: bool = False) -> None:
+    """Library messages to stderr: warnings only with ``quiet``, else from INFO on."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
 # --------------------------------------------------------------------------- subcommands
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from suits.featcnn import FeatCNN
-    from suits.io import load_volume
-    from suits.pretrain import pretrain
+    from suits.pretrain import initial_model, load_images, pretrain
 
     device = _device(args.device)
-    images: dict[str, list[torch.Tensor]] = {}
+    groups = []
     for group in args.images:
         if len(group) < 2:
             raise CLIError("--images needs a modality name followed by at least one image path")
         mod, paths = group[0], group[1:]
-        images.setdefault(mod, []).extend(load_volume(_existing(p, f"--images {mod}"))[0] for p in paths)
+        groups.append((mod, [_existing(p, f"--images {mod}") for p in paths]))
+    images = load_images(groups)
     modalities = tuple(args.modalities) if args.modalities else tuple(images)
     unknown = [m for m in images if m not in modalities]
     if unknown:
         raise CLIError(f"--images modality {unknown[0]!r} is not in --modalities {list(modalities)}")
-    torch.manual_seed(args.seed)
-    model = FeatCNN(modalities=modalities, downsample=args.downsample, device=device)
+    model = initial_model(modalities, args.downsample, args.seed, device)
     pretrain(model, images, args.iterations, lr=args.lr, radius=args.radius, dilation=args.dilation,
              seed=args.seed, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
              device=device, progress=not args.quiet, crop=args.crop)
@@ -148,22 +87,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from suits.io import load_labels, load_volume
     from suits.train import train_suits
 
     device = _device(args.device)
-    rows = read_pairs(args.pairs)
+    rows = read_pairs(_existing(args.pairs, "--pairs"))
     model = load_model(args.model, device=device)
-    pairs = []
-    for row in rows:
-        pair = {"fixed": load_volume(row["fixed_image"])[0], "moving": load_volume(row["moving_image"])[0],
-                "fixed_labels": load_labels(row["fixed_labels"])[0],
-                "moving_labels": load_labels(row["moving_labels"])[0]}
-        grids = {c: tuple(pair[k].shape[-3:]) for c, k in zip(PAIR_COLUMNS, pair)}
-        if len(set(grids.values())) != 1:
-            raise CLIError(f"{args.pairs}: pair {row['moving_image'].name} -> {row['fixed_image'].name} "
-                           f"has images on different grids {grids}; resample them onto one grid first")
-        pairs.append(pair)
+    pairs = load_pairs(rows, args.pairs)
     train_suits(model, pairs, steps=args.steps, batch=args.batch, lr=args.lr, lam=args.lam,
                 k_max=args.k_max, k_min=args.k_min, gamma=args.gamma, num_classes=args.num_classes,
                 fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
@@ -176,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_register(args: argparse.Namespace) -> int:
     from suits.io import load_labels, load_volume, save_field, save_labels, save_volume
-    from suits.register import MindRepresentation, register
+    from suits.register import register
     from suits.warp import warp, warp_labels
 
     device = _device(args.device)
@@ -191,15 +120,8 @@ def cmd_register(args: argparse.Namespace) -> int:
                        f"{tuple(fixed.shape[-3:])}; resample the moving image onto the fixed grid first")
     if labels is not None and labels.shape[-3:] != moving.shape[-3:]:
         raise CLIError(f"--warp-labels grid {tuple(labels.shape[-3:])} != moving grid {tuple(moving.shape[-3:])}")
-    if args.model.lower() == "mind":
-        model: Any = MindRepresentation(factor=args.mind_factor, radius=args.mind_radius,
-                                        dilation=args.mind_dilation)
-    else:
-        model = load_model(args.model, device=device).eval()
-        for m in (args.fixed_modality, args.moving_modality):
-            if m not in model.modalities:
-                raise CLIError(f"{args.model}: no FeatCNN stream for modality {m!r} "
-                               f"(streams: {list(model.modalities)})")
+    model = load_representation(args.model, (args.fixed_modality, args.moving_modality), device,
+                                args.mind_factor, args.mind_radius, args.mind_dilation)
     u = register(fixed, moving, model, iterations=args.iterations, lam=args.lam, gamma=args.gamma,
                  fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
                  solver=args.solver, tol=args.tol, smooth=args.smooth, warp_space=args.warp_space)
@@ -306,13 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``suits`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.quiet)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
-    except CLIError as e:
+    except (CLIError, ModelFileError, PairsError) as e:
         print(f"suits {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:

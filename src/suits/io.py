@@ -18,7 +18,6 @@ from suits.atomic import atomic_path
 
 __all__ = [
     "FIELD_DESCRIPTION",
-    "atomic_path",
     "load_volume",
     "load_labels",
     "save_volume",

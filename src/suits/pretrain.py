@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -22,7 +21,7 @@ from suits import checkpoint as ckpt
 from suits.featcnn import FeatCNN
 from suits.mind import mind_ssc
 
-__all__ = ["pretrain", "mind_target"]
+__all__ = ["pretrain", "mind_target", "load_images", "initial_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +34,27 @@ def mind_target(img: torch.Tensor, factor: int, radius: int = 2, dilation: int =
     convention; shape ``ceil(n / factor)``)."""
     f = int(factor)
     return mind_ssc(img, radius=radius, dilation=dilation)[..., ::f, ::f, ::f]
+
+
+def load_images(groups: Sequence[tuple[str, Sequence[str | os.PathLike]]]
+                ) -> dict[str, list[torch.Tensor]]:
+    """The pre-training images per modality: each ``(modality, paths)`` group read with
+    :func:`suits.io.load_volume`; groups of one modality are joined in the order given, the
+    modalities keep the order of their first group."""
+    from suits.io import load_volume
+
+    images: dict[str, list[torch.Tensor]] = {}
+    for mod, paths in groups:
+        images.setdefault(mod, []).extend(load_volume(p)[0] for p in paths)
+    return images
+
+
+def initial_model(modalities: Sequence[str], downsample: int, seed: int,
+                  device: torch.device | str | None = None) -> FeatCNN:
+    """A new FeatCNN with one stream per modality, its weights drawn after
+    ``torch.manual_seed(seed)``: the model :func:`pretrain` starts from."""
+    torch.manual_seed(seed)
+    return FeatCNN(modalities=tuple(modalities), downsample=downsample, device=device)
 
 
 def _check_images(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]]) -> list[str]:
@@ -95,15 +115,10 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[float] = []
-    start = 0
-    path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        start, extra = ckpt.load(path, model, opt, map_location=device)
-        gen.set_state(extra["generator"].cpu())
-        losses = [float(x) for x in extra.get("losses", [])][:start]
-        if extra.get("seed", seed) != seed:
-            logger.warning("checkpoint %s was written with seed %s, now %s", path, extra.get("seed"), seed)
-        logger.info("resuming from step %d (%s)", start, path)
+    rolling = ckpt.RollingCheckpoint(
+        checkpoint, model, opt, gen, iterations, checkpoint_every, {"losses": (losses, float)},
+        dict(seed=seed, iterations=iterations, lr=lr, radius=radius, dilation=dilation), logger)
+    start, _ = rolling.resume(device)
 
     cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -114,11 +129,6 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
             with torch.no_grad():
                 cache[key] = (x, mind_target(x, factor, radius, dilation))
         return cache[key]
-
-    def save(step: int) -> None:
-        if path is not None:
-            ckpt.save(path, step, model, opt, generator=gen.get_state(), losses=list(losses),
-                      seed=seed, iterations=iterations, lr=lr, radius=radius, dilation=dilation)
 
     crop_size = None
     if crop is not None:
@@ -161,10 +171,9 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
         if log is not None:
             log(done, value)
         bar.set_postfix(loss=f"{value:.4f}")
-        if checkpoint_every > 0 and done % checkpoint_every == 0 and done < iterations:
-            save(done)
+        rolling.after_step(done)
     bar.close()
     if start < iterations:
-        save(int(iterations))
+        rolling.save(int(iterations))
         logger.info("pretrain finished: %d steps, last loss %.6f", iterations, losses[-1])
     return model, losses

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -220,31 +219,24 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[float] = []
     k_backs: list[int] = []
-    start = 0
-    path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        start, extra = ckpt.load(path, model, opt, map_location=device)
-        gen.set_state(extra["generator"].cpu())
-        losses = [float(x) for x in extra.get("losses", [])][:start]
-        k_backs = [int(x) for x in extra.get("k_backs", [])][:start]
-        if extra.get("seed", seed) != seed:
-            logger.warning("checkpoint %s was written with seed %s, now %s", path, extra.get("seed"), seed)
-        # checkpoints written before label_warp_space existed used warp_space for both
+    rolling = ckpt.RollingCheckpoint(
+        checkpoint, model, opt, gen, steps, checkpoint_every,
+        {"losses": (losses, float), "k_backs": (k_backs, int)},
+        dict(seed=seed, steps=steps, batch=batch, lr=lr, lam=lam, k_min=k_min, k_max=k_max,
+             gamma=gamma, num_classes=K, warp_space=warp_space, label_warp_space=label_warp_space),
+        logger)
+
+    def check_spaces(extra: dict) -> None:
+        # a checkpoint without label_warp_space used warp_space for both
         recorded = {"warp_space": extra.get("warp_space", "image")}
         recorded["label_warp_space"] = extra.get("label_warp_space", recorded["warp_space"])
         for key, asked in (("warp_space", warp_space), ("label_warp_space", label_warp_space)):
             if recorded[key] != asked:
-                raise ValueError(f"{path}: checkpoint was trained with {key}={recorded[key]!r}, "
+                raise ValueError(f"{rolling.path}: checkpoint was trained with {key}={recorded[key]!r}, "
                                  f"this run asks for {asked!r}; use the same {key} or another "
                                  "checkpoint path")
-        logger.info("resuming from step %d (%s)", start, path)
 
-    def save(step: int) -> None:
-        if path is not None:
-            ckpt.save(path, step, model, opt, generator=gen.get_state(), losses=list(losses),
-                      k_backs=list(k_backs), seed=seed, steps=steps, batch=batch, lr=lr, lam=lam,
-                      k_min=k_min, k_max=k_max, gamma=gamma, num_classes=K, warp_space=warp_space,
-                      label_warp_space=label_warp_space)
+    start, _ = rolling.resume(device, check=check_spaces)
 
     def prepare(i: int) -> dict[str, torch.Tensor]:
         p = pairs[i]
@@ -279,10 +271,9 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
         if log is not None:
             log(done, total)
         bar.set_postfix(loss=f"{total:.4f}", k_back=k_back)
-        if checkpoint_every > 0 and done % checkpoint_every == 0 and done < steps:
-            save(done)
+        rolling.after_step(done)
     bar.close()
     if start < steps:
-        save(int(steps))
+        rolling.save(int(steps))
         logger.info("SUITS training finished: %d steps, last loss %.6f", steps, losses[-1])
     return model, losses

@@ -17,23 +17,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from suits.atomic import write_text
 from suitsbench import metrics
-from suitsbench.provenance import write_text_atomic
 
-PAIR_SEPARATOR = "__to__"
 ROW_COLUMNS = (
     "method", "pair", "organ", "label", "dice", "hd95", "fixed_voxels", "warped_voxels",
     "jac_frac_nonpos", "jac_std_log", "jac_min", "jac_mean",
 )
 PathLike = str | os.PathLike
-
-
-def split_pair(pair: str) -> tuple[str, str]:
-    """``"{moving}__to__{fixed}"`` -> ``(moving_id, fixed_id)``."""
-    moving, sep, fixed = pair.partition(PAIR_SEPARATOR)
-    if not sep or not moving or not fixed:
-        raise ValueError(f"pair id {pair!r} is not of the form '<moving>{PAIR_SEPARATOR}<fixed>'")
-    return moving, fixed
 
 
 def spacing_from_affine(affine: Any) -> tuple[float, float, float]:
@@ -141,7 +132,7 @@ def metrics_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 def write_metrics(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, path: PathLike) -> Path:
     """Write the rows as TSV (full float precision, ``NaN`` for missing), atomically."""
     df = rows if isinstance(rows, pd.DataFrame) else metrics_frame(rows)
-    return write_text_atomic(path, df.to_csv(sep="\t", index=False, lineterminator="\n", na_rep="NaN"))
+    return write_text(path, df.to_csv(sep="\t", index=False, lineterminator="\n", na_rep="NaN"))
 
 
 def read_metrics(paths: Iterable[PathLike]) -> pd.DataFrame:

@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from suits.io import atomic_path, load_volume
+from suits.atomic import atomic_path
+from suits.io import load_volume
 from suitsbench.affine import ArrayLike, register_affine, resample_affine
 from suitsbench.errors import InputError
 

@@ -30,12 +30,13 @@ from typing import Iterable, Sequence
 
 from suits.atomic import atomic_path
 from suitsbench.errors import InputError
+from suitsbench.pairid import ID_PATTERN
 
 __all__ = ["Record", "read_manifest", "write_manifest", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS"]
 
 REQUIRED_COLUMNS = ("subject", "modality", "image", "label")
 OPTIONAL_COLUMNS = ("role", "pair", "split")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ID_RE = re.compile(f"^{ID_PATTERN}$")
 _BASE_RE = re.compile(r"^#\s*base\s*:\s*(.+?)\s*$")
 
 

@@ -1,4 +1,4 @@
-"""Provenance record of a benchmark run, and atomic, byte-reproducible text writes.
+"""Provenance record of a benchmark run.
 
 ``collect`` gathers what is needed to reproduce a run: the seed, the configuration, the
 version of every installed distribution, Python, the platform, torch's device and thread
@@ -18,17 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from suits.atomic import atomic_path
+from suits.atomic import write_text
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 ``text`` with ``\\n`` line ends to ``path`` via a temporary file + ``os.replace``."""
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write(text)
-    return path
 
 
 def distributions() -> dict[str, str]:
@@ -127,4 +119,4 @@ def dumps(record: Mapping[str, Any]) -> str:
 
 def write_provenance(path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     """Write ``record`` (from ``collect``) to ``path`` as sorted, indented JSON, atomically."""
-    return write_text_atomic(path, dumps(record))
+    return write_text(path, dumps(record))

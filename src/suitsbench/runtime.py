@@ -15,7 +15,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from suitsbench.provenance import write_text_atomic
+from suits.atomic import write_text
 
 BENCHMARK_COLUMNS = ("s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out",
                      "mean_load", "cpu_time")
@@ -97,5 +97,5 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 def write_runtime(df: pd.DataFrame, out_csv: str | os.PathLike, out_md: str | os.PathLike) -> None:
     """Write the runtime table as CSV (full precision) and Markdown, atomically."""
-    write_text_atomic(out_csv, df.to_csv(lineterminator="\n", na_rep=""))
-    write_text_atomic(out_md, to_markdown(df))
+    write_text(out_csv, df.to_csv(lineterminator="\n", na_rep=""))
+    write_text(out_md, to_markdown(df))

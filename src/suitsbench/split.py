@@ -5,7 +5,7 @@ are every test moving image x every test fixed image (paper: 5 x 5 = 25), the tr
 every training moving x every training fixed (15 x 15 = 225). Paired: the unit is the pair
 (the manifest's ``pair`` column, else the subject), and the pairs are the manifest's pairs.
 A fixed split (the manifest's ``split`` column, or ``test_subjects``) overrides the random one.
-Pair ids are ``{moving_id}__to__{fixed_id}``.
+Pair ids are ``suitsbench.pairid.pair_id(moving_id, fixed_id)``.
 """
 from __future__ import annotations
 
@@ -16,15 +16,9 @@ import numpy as np
 
 from suitsbench.errors import InputError
 from suitsbench.manifest import Record
+from suitsbench.pairid import pair_id
 
-__all__ = ["Split", "make_split", "pair_id", "PAIR_SEPARATOR", "select_test"]
-
-PAIR_SEPARATOR = "__to__"
-
-
-def pair_id(moving_id: str, fixed_id: str) -> str:
-    """``"{moving_id}__to__{fixed_id}"``."""
-    return f"{moving_id}{PAIR_SEPARATOR}{fixed_id}"
+__all__ = ["Split", "make_split", "select_test"]
 
 
 @dataclass(frozen=True)

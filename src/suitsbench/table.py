@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from suitsbench.provenance import write_text_atomic
+from suits.atomic import write_text
 
 #: method key -> display name, in the paper's order (extras after the paper's methods)
 METHOD_NAMES: dict[str, str] = {
@@ -300,6 +300,6 @@ def write_table2(
     out_tex: str | os.PathLike,
 ) -> None:
     """Write Table 2 as CSV (full precision), Markdown and LaTeX (booktabs), atomically."""
-    write_text_atomic(out_csv, to_csv_text(table))
-    write_text_atomic(out_md, to_markdown(table))
-    write_text_atomic(out_tex, to_latex(table))
+    write_text(out_csv, to_csv_text(table))
+    write_text(out_md, to_markdown(table))
+    write_text(out_tex, to_latex(table))

@@ -6,11 +6,13 @@ import re
 import sys
 from pathlib import Path
 
-# the project's own packages, also when snakemake runs from another environment (conda)
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# the project's own packages, also when snakemake runs from another environment (conda):
+# suits and suitsbench in src/, baselines at the top (pyproject.toml's package-dir)
+sys.path[:0] = [str(Path(workflow.basedir) / "src"), str(Path(workflow.basedir))]
 
 from suitsbench.errors import InputError  # noqa: E402
 from suitsbench.manifest import Record, read_manifest  # noqa: E402
+from suitsbench.pairid import ID_PATTERN, PAIR_PATTERN, split_pair_id  # noqa: E402
 from suitsbench.split import make_split  # noqa: E402
 
 DATA = config["data"]
@@ -30,8 +32,8 @@ ENVS = {
 
 wildcard_constraints:
     fdir="|".join(re.escape(d) for d in FOLD_DIRS),
-    id=r"[A-Za-z0-9][A-Za-z0-9._-]*",
-    pair=r"[A-Za-z0-9][A-Za-z0-9._-]*__to__[A-Za-z0-9][A-Za-z0-9._-]*",
+    id=ID_PATTERN,
+    pair=PAIR_PATTERN,
     method="|".join(METHODS),
 
 
@@ -78,7 +80,6 @@ IDS = sorted(BY_ID)
 if "elastix" in METHODS:
     # the parameter map is free-form in the schema: its structure is checked here, before any
     # job runs (elastix itself would stop with an internal error at the first test pair)
-    sys.path.insert(0, str(Path(workflow.basedir)))
     from baselines.elastix_params import check_overrides  # noqa: E402
 
     try:
@@ -117,11 +118,6 @@ def split_of(fdir):
 
 def fold_of(fdir):
     return FOLD_DIRS.index(fdir)
-
-
-def split_parts(pair):
-    moving_id, fixed_id = pair.split("__to__")
-    return moving_id, fixed_id
 
 
 # ---------------------------------------------------------------- file names
@@ -171,12 +167,12 @@ def train_ids(fdir, modality=None):
 
 def train_pair_images(fdir):
     """Every aligned image and label used by the training pairs of a fold."""
-    ids = sorted({i for p in split_of(fdir).train_pairs for i in split_parts(p)})
+    ids = sorted({i for p in split_of(fdir).train_pairs for i in split_pair_id(p)})
     return aligned_of_ids(ids) + aligned_of_ids(ids, "label")
 
 
 def pair_images(wildcards):
-    moving_id, fixed_id = split_parts(wildcards.pair)
+    moving_id, fixed_id = split_pair_id(wildcards.pair)
     return {"fixed": aligned(fixed_id), "moving": aligned(moving_id)}
 
 
@@ -204,7 +200,7 @@ def method_fields(wildcards):
 
 def test_pair_labels(wildcards):
     ids = sorted(
-        {i for p in split_of(wildcards.fdir).test_pairs for i in split_parts(p)}
+        {i for p in split_of(wildcards.fdir).test_pairs for i in split_pair_id(p)}
     )
     return aligned_of_ids(ids, "label")
 

@@ -66,10 +66,10 @@ rule boxplot:
 
 rule example_figure:
     input:
-        fixed=aligned(split_parts(example_pair())[1]),
-        moving=aligned(split_parts(example_pair())[0]),
-        fixed_label=aligned(split_parts(example_pair())[1], "label"),
-        moving_label=aligned(split_parts(example_pair())[0], "label"),
+        fixed=aligned(split_pair_id(example_pair())[1]),
+        moving=aligned(split_pair_id(example_pair())[0]),
+        fixed_label=aligned(split_pair_id(example_pair())[1], "label"),
+        moving_label=aligned(split_pair_id(example_pair())[0], "label"),
         field=field(FOLD_DIRS[0], example_method(), example_pair()),
     output:
         report(

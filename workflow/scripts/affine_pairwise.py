@@ -5,18 +5,13 @@ from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
 
-import torch  # noqa: E402
+from suitsbench import job  # noqa: E402
 from suitsbench.affine import AffineSettings  # noqa: E402
 from suitsbench.groupwise import pairwise_row, save_row  # noqa: E402
 
 i, p = snakemake.input, snakemake.params  # noqa: F821
-# torch/elastix threads from the config (resources.register.threads) or more: snakemake lowers
-# a job's threads to --cores, and the numbers depend on the thread count
-threads = max(snakemake.threads, snakemake.config["resources"]["register"]["threads"])  # noqa: F821
-torch.set_num_threads(threads)
-device = p.device
-if device == "auto":
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+job.threads(snakemake, "register")  # noqa: F821
+device = job.device(p.device)
 fixed_id = snakemake.wildcards.id  # noqa: F821
 row = pairwise_row(fixed_id, dict(zip(p.ids, i.others)),
                    settings=AffineSettings(levels=tuple(p.levels)), device=device)

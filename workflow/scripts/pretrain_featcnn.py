@@ -1,4 +1,5 @@
-"""Rule pretrain_featcnn: `suits pretrain` on the training images of both modalities.
+"""Rule pretrain_featcnn: pre-training of the FeatCNN on the training images of both
+modalities, the library calls of `suits pretrain` (suits.cli.cmd_pretrain) in its order.
 
 The rolling checkpoint (models/checkpoints/, not a declared output, so it survives a failed
 or killed job) is named by a hash of the settings and the input files' contents: a rerun
@@ -7,50 +8,35 @@ from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from suits.cli import main  # noqa: E402
+import torch  # noqa: E402
+from suits.cli import setup_logging  # noqa: E402
+from suits.modelfile import save_model  # noqa: E402
+from suits.pretrain import initial_model, load_images, pretrain  # noqa: E402
+from suitsbench import job  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
-
-
-def checkpoint_path(name, settings, files):
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for f in files:
-        h.update(Path(f).read_bytes())
-    folder = Path(p.checkpoint_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}-{h.hexdigest()[:16]}.pt"
-
-
 settings = {k: v for k, v in p.items() if k != "checkpoint_dir"}
 crop = p.crop if p.crop is None or isinstance(p.crop, list) else [p.crop]
-ckpt = checkpoint_path("featcnn_pretrained", settings, [*i.moving, *i.fixed])
-# torch/elastix threads from the config (resources.train.threads) or more: snakemake lowers
-# a job's threads to --cores, and the numbers depend on the thread count
-threads = max(snakemake.threads, snakemake.config["resources"]["train"]["threads"])  # noqa: F821
-argv = [
-    "pretrain",
-    "--images", p.moving_modality, *i.moving,
-    "--images", p.fixed_modality, *i.fixed,
-    "--modalities", p.moving_modality, p.fixed_modality,
-    "--out", o.model,
-    "--downsample", p.downsample,
-    "--iterations", p.iterations,
-    "--lr", p.lr,
-    "--radius", p.radius,
-    "--dilation", p.dilation,
-    "--seed", p.seed,
-    "--checkpoint", ckpt,
-    "--checkpoint-every", p.checkpoint_every,
-    "--device", p.device,
-    "--threads", threads,
-    *(["--crop", *crop] if crop else []),
-]  # fmt: skip
+ckpt = job.checkpoint_path(p.checkpoint_dir, "featcnn_pretrained", settings, [*i.moving, *i.fixed])
+job.threads(snakemake, "train")  # noqa: F821
 print(f"checkpoint: {ckpt} ({'resuming' if ckpt.exists() else 'new'})", flush=True)
-status = main([str(a) for a in argv])
-if status:
-    sys.exit(status)
+setup_logging()
+device = torch.device(job.device(p.device))
+images = load_images([(p.moving_modality, list(i.moving)), (p.fixed_modality, list(i.fixed))])
+model = initial_model((p.moving_modality, p.fixed_modality), int(p.downsample), int(p.seed), device)
+pretrain(
+    model,
+    images,
+    int(p.iterations),
+    lr=float(p.lr),
+    radius=int(p.radius),
+    dilation=int(p.dilation),
+    seed=int(p.seed),
+    checkpoint=str(ckpt),
+    checkpoint_every=int(p.checkpoint_every),
+    device=device,
+    progress=True,
+    crop=[int(c) for c in crop] if crop else None,
+)
+save_model(o.model, model)
 ckpt.unlink(missing_ok=True)

@@ -1,57 +1,47 @@
-"""Rule train_suits: `suits train` (Algorithm 1) from the pre-trained FeatCNN on the
-training pairs. Rolling checkpoint as in pretrain_featcnn.py (resumed after a failure)."""
+"""Rule train_suits: SUITS training (Algorithm 1) of the pre-trained FeatCNN on the training
+pairs, the library calls of `suits train` (suits.cli.cmd_train) in its order. Rolling
+checkpoint as in pretrain_featcnn.py (resumed after a failure)."""
 from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from suits.cli import main  # noqa: E402
+import torch  # noqa: E402
+from suits.cli import setup_logging  # noqa: E402
+from suits.modelfile import load_model, save_model  # noqa: E402
+from suits.pairs import load_pairs, read_pairs  # noqa: E402
+from suits.train import train_suits  # noqa: E402
+from suitsbench import job  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
-
-
-def checkpoint_path(name, settings, files):
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for f in files:
-        h.update(Path(f).read_bytes())
-    folder = Path(p.checkpoint_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}-{h.hexdigest()[:16]}.pt"
-
-
 settings = {k: v for k, v in p.items() if k != "checkpoint_dir"}
-ckpt = checkpoint_path("featcnn_suits", settings, [i.model, i.pairs, *i.images])
-# torch/elastix threads from the config (resources.train.threads) or more: snakemake lowers
-# a job's threads to --cores, and the numbers depend on the thread count
-threads = max(snakemake.threads, snakemake.config["resources"]["train"]["threads"])  # noqa: F821
-argv = [
-    "train",
-    "--pairs", i.pairs,
-    "--model", i.model,
-    "--out", o.model,
-    "--steps", p.steps,
-    "--batch", p.batch,
-    "--lr", p.lr,
-    "--lam", p.lam,
-    "--k-max", p.k_max,
-    "--num-classes", p.num_classes,
-    "--fixed-modality", p.fixed_modality,
-    "--moving-modality", p.moving_modality,
-    "--solver", p.solver,
-    "--tol", p.tol,
-    "--seed", p.seed,
-    "--checkpoint", ckpt,
-    "--checkpoint-every", p.checkpoint_every,
-    "--warp-space", p.warp_space,
-    "--label-warp-space", p.label_warp_space,
-    "--device", p.device,
-    "--threads", threads,
-]  # fmt: skip
+ckpt = job.checkpoint_path(p.checkpoint_dir, "featcnn_suits", settings, [i.model, i.pairs, *i.images])
+job.threads(snakemake, "train")  # noqa: F821
 print(f"checkpoint: {ckpt} ({'resuming' if ckpt.exists() else 'new'})", flush=True)
-status = main([str(a) for a in argv])
-if status:
-    sys.exit(status)
+setup_logging()
+device = torch.device(job.device(p.device))
+rows = read_pairs(i.pairs)
+model = load_model(i.model, device=device)
+pairs = load_pairs(rows, i.pairs)
+train_suits(
+    model,
+    pairs,
+    steps=int(p.steps),
+    batch=int(p.batch),
+    lr=float(p.lr),
+    lam=float(p.lam),
+    k_max=int(p.k_max),
+    num_classes=int(p.num_classes),
+    fixed_modality=str(p.fixed_modality),
+    moving_modality=str(p.moving_modality),
+    seed=int(p.seed),
+    solver=str(p.solver),
+    tol=float(p.tol),
+    checkpoint=str(ckpt),
+    checkpoint_every=int(p.checkpoint_every),
+    device=device,
+    progress=True,
+    warp_space=str(p.warp_space),
+    label_warp_space=str(p.label_warp_space),
+)
+save_model(o.model, model)
 ckpt.unlink(missing_ok=True)

@@ -12,8 +12,9 @@ from suitsbench.job import start  # noqa: E402
 start(snakemake)  # noqa: F821
 log, console = sys.stdout, sys.__stderr__
 
+from suits.atomic import write_text  # noqa: E402
 from suitsbench.errors import InputError  # noqa: E402
-from suitsbench.provenance import write_text_atomic  # noqa: E402
+from suitsbench.pairid import split_pair_id  # noqa: E402
 from suitsbench.validate import validate_config  # noqa: E402
 
 
@@ -46,7 +47,7 @@ for fdir, out in zip(p.fold_dirs, snakemake.output.train_pairs):  # noqa: F821
     w = csv.writer(buf, delimiter="\t", lineterminator="\n")
     w.writerow(["fixed_image", "moving_image", "fixed_labels", "moving_labels"])
     for pair in splits[fdir]["train_pairs"]:
-        moving_id, fixed_id = pair.split("__to__")
+        moving_id, fixed_id = split_pair_id(pair)
         row = [
             p.aligned[fixed_id]["image"],
             p.aligned[moving_id]["image"],
@@ -54,8 +55,8 @@ for fdir, out in zip(p.fold_dirs, snakemake.output.train_pairs):  # noqa: F821
             p.aligned[moving_id]["label"],
         ]
         w.writerow([os.path.relpath(f, os.path.dirname(out)) for f in row])
-    write_text_atomic(out, buf.getvalue())
-write_text_atomic(
+    write_text(out, buf.getvalue())
+write_text(
     snakemake.output.split, json.dumps(splits, indent=2, sort_keys=True) + "\n"  # noqa: F821
 )
 print(f"validated {snakemake.input.manifest}: {json.dumps(splits)}")  # noqa: F821
