@@ -1,4 +1,4 @@
-"""Repeat the baseline and ``warp_space`` trials of ``docs/reproduction-notes.md`` on a finished
+"""Repeat the baseline and ``warp_space`` trials of ``docs/method-choices.md`` on a finished
 run (``results/<dataset>/``: ``split.json``, ``aligned/``, ``models/``), scored like
 ``sweep_settings.py`` (mean organ Dice over pairs, moving labels warped by each field).
 

@@ -1,5 +1,5 @@
 """Generate a phantom variant and a config that runs the workflow on it (the probes of issue #4
-in ``docs/reproduction-notes.md``). The variant's images are another data set (a manifest):
+in ``docs/method-choices.md``). The variant's images are another data set (a manifest):
 nothing in the embedded default changes. Unset options take the copied config's
 ``data.phantom`` values (the embedded default: ``deform_scale`` 3, fat planes, ``mr_bias``
 0.25); ``--deform-scale 1 --no-fat-planes`` is the milder phantom of sessions <= 12. (A run of

@@ -98,7 +98,7 @@ def report(what: str, values: list[float], seconds: float | None = None) -> None
 
 
 def load_pretrained(results: Path):
-    from suits.cli import load_model
+    from suits.modelfile import load_model
 
     return load_model(results / "models" / "featcnn_pretrained.pt")
 

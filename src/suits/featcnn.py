@@ -18,7 +18,7 @@ stride      1     1*    2     1     1
 ``downsample=2`` is Table 1 literally. Parameter counts (``affine_norm=True``, two modalities):
 97,804 for ``downsample`` 2 or 4 (strides do not change the count), 97,484 with
 ``affine_norm=False``; the paper's "about 155k" is not reproduced by Table 1 (see
-``docs/reproduction-notes.md``).
+``docs/method-choices.md``).
 
 Feature grid: every layer with stride 1 preserves the size (``pad = dilation*(kernel-1)/2``),
 a stride-2 layer (kernel 3, pad 1) maps ``n`` to ``ceil(n/2)`` and its output ``i`` is centred on
@@ -62,7 +62,7 @@ class FeatCNN(nn.Module):
         downsample: feature grid factor ``f``, 2 (Table 1) or 4 (paper text; default).
         device: where the parameters are created.
         affine_norm: learnable per-channel scale/shift after the instance norms (default True;
-            see the reproduction notes). Running statistics are never tracked, so ``train()``
+            see docs/method-choices.md). Running statistics are never tracked, so ``train()``
             and ``eval()`` give identical outputs.
         channels_last: keep parameters and activations in the channels-last memory format
             (``torch.channels_last_3d``; default True). Same values up to float rounding; on

@@ -20,7 +20,7 @@ warped representation of the moving image", Sec. 3.2: "warp the moving represent
 1-2 become: the moving image is represented once, and its representation is warped on the
 feature grid by ``u^{k-1}`` brought there (step 3): two model passes per registration instead
 of one per iteration, same Dice within .004 on the phantom's training pairs
-(``docs/reproduction-notes.md``). Nothing then needs the image-grid field between iterations:
+(``docs/method-choices.md``). Nothing then needs the image-grid field between iterations:
 :func:`feature_grid_iterations` keeps ``u^k`` on the feature grid (steps 3 and 5 composed into
 one feature-grid map, :func:`suits.warp.upsample_field_strided`) and upsamples the sum of the
 updates once at the end, which equals the sum of the upsampled updates because step 5 is
@@ -260,7 +260,7 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
             Sec. 3.1-3.2 wording, "warp the moving representation"; two model passes per
             registration); ``"image"``: every iteration warps the moving grey-value image on
             the image grid and represents it anew (Fig. 1 of the paper; one model pass per
-            iteration). See ``docs/reproduction-notes.md``.
+            iteration). See ``docs/method-choices.md``.
 
     Returns:
         ``u`` ``(B, 3, D, H, W)`` float, voxels of the fixed grid, on ``fixed``'s device.

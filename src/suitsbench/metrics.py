@@ -3,7 +3,7 @@
 All functions take label index maps or displacement fields as numpy arrays or torch tensors
 (any device; they are copied to host numpy) and return plain Python floats.
 
-Conventions (see docs/reproduction-notes.md, "Evaluation metrics"):
+Conventions (see docs/method-choices.md#hd95):
 
 - ``dice``: ``2|A∩B| / (|A|+|B|)``; NaN when the label is absent from both maps (excluded from
   means with ``nanmean``); 0.0 when it is present in exactly one.
