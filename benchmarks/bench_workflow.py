@@ -8,7 +8,7 @@ RSS, the largest single process, and the ten slowest jobs from the ``benchmark:`
     .venv/bin/python benchmarks/bench_workflow.py                       # default, 2 cores
     .venv/bin/python benchmarks/bench_workflow.py --configfile .test/config/ci.yaml
 
-Goal (issue #5): the default run on 2 cores takes <= 10 minutes and <= 4 GB peak memory.
+Goal: the default run on 2 cores takes <= 10 minutes and <= 4 GB peak memory.
 """
 from __future__ import annotations
 

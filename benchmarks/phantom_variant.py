@@ -1,4 +1,4 @@
-"""Generate a phantom variant and a config that runs the workflow on it (the probes of issue #4
+"""Generate a phantom variant and a config that runs the workflow on it (the phantom-difficulty probes
 in ``docs/method-choices.md``). The variant's images are another data set (a manifest):
 nothing in the embedded default changes. Unset options take the copied config's
 ``data.phantom`` values (the embedded default: ``deform_scale`` 3, fat planes, ``mr_bias``
