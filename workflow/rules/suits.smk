@@ -29,6 +29,8 @@ rule train_suits:
         lr=config["suits"]["lr"],
         lam=config["suits"]["lam"],
         k_max=config["suits"]["k_max"],
+        k_min=config["suits"]["k_min"],
+        grad_A=config["suits"]["grad_A"],
         num_classes=len(ORGANS) + 1,
         solver=config["register"]["solver"],
         tol=config["register"]["tol"],

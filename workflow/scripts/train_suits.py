@@ -30,6 +30,8 @@ train_suits(
     lr=float(p.lr),
     lam=float(p.lam),
     k_max=int(p.k_max),
+    k_min=int(p.k_min),
+    grad_A=bool(p.grad_A),
     num_classes=int(p.num_classes),
     fixed_modality=str(p.fixed_modality),
     moving_modality=str(p.moving_modality),
