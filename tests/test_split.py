@@ -87,3 +87,26 @@ def test_shared_subjects_stay_on_one_side():
         assert sum(i.endswith("_mr") for i in s.test_ids) >= 2
     folds = [set(make_split(recs, n_test=0, folds=4, fold=f).test_ids) for f in range(4)]
     assert set().union(*folds) == {r.id for r in recs} and sum(map(len, folds)) == 16
+
+
+def test_validation_subjects_come_from_the_training_side():
+    base = make_split(unpaired(8, 8), n_test=3, seed=0)
+    s = make_split(unpaired(8, 8), n_test=3, seed=0, n_val=2)
+    assert s.test_ids == base.test_ids and s.test_pairs == base.test_pairs
+    assert sorted(s.train_ids + s.val_ids) == base.train_ids
+    assert not set(s.val_ids) & set(s.train_ids)
+    assert len(s.val_ids) == 4 and len(s.val_pairs) == 4 and len(s.train_pairs) == 9
+    val_ct = [i for i in s.val_ids if i.endswith("_ct")]
+    val_mr = [i for i in s.val_ids if i.endswith("_mr")]
+    assert s.val_pairs == sorted(pair_id(m, f) for m in val_ct for f in val_mr)
+    assert make_split(unpaired(8, 8), n_test=3, seed=0, n_val=0).val_pairs == []
+
+
+def test_manifest_val_marks_fix_the_validation_set():
+    recs = [Record(f"s{i}", m, Path(f"{m}{i}.nii"), None, pair=f"k{i}",
+                   split="test" if i < 2 else "val" if i == 2 else "train")
+            for i in range(6) for m in ("ct", "mr")]
+    s = make_split(recs, n_test=1, pairing="paired")
+    assert s.test_pairs == [pair_id("s0_ct", "s0_mr"), pair_id("s1_ct", "s1_mr")]
+    assert s.val_pairs == [pair_id("s2_ct", "s2_mr")]
+    assert len(s.train_pairs) == 3

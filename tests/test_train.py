@@ -221,3 +221,77 @@ def test_bad_pairs():
     p["moving"] = p["moving"][..., :-1]
     with pytest.raises(ValueError, match="one grid"):
         train_suits(_model(), [p], progress=False)
+
+
+def test_validation_curve_and_best_selection(tmp_path):
+    """validate() runs before the first step, every validate_every steps and after the last;
+    select='best' returns the weights of the best score (here a scripted score sequence), and
+    a resumed run keeps the curve and the best weights of before the interruption."""
+    scripted = iter([0.1, 0.5, 0.3, 0.2])  # steps 0, 2, 4, 6: the best is step 2
+    snapshots = {}
+
+    def validate(model):
+        score = next(scripted)
+        snapshots[score] = {k: v.clone() for k, v in model.state_dict().items()}
+        return score
+
+    curve = []
+    model, _ = train_suits(_model(), _pairs(), validate=validate, validate_every=2,
+                           select="best", curve=curve, **_kw())
+    assert [s for s, _ in curve] == [0, 2, 4, 6]
+    assert [v for _, v in curve] == [0.1, 0.5, 0.3, 0.2]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[0.5][k]), k
+    last, _ = train_suits(_model(), _pairs(), **_kw())
+    assert any(not torch.equal(v, last.state_dict()[k]) for k, v in model.state_dict().items())
+
+    # interrupted after step 4 (checkpoint at 4), resumed: same curve, same best weights
+    scripted = iter([0.1, 0.5, 0.3, 0.2])
+    ck = tmp_path / "ck.pt"
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_5(step, loss):
+        if step == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_suits(_model(), _pairs(), validate=validate, validate_every=2, select="best",
+                    checkpoint=ck, checkpoint_every=2, log=kill_at_5, **_kw())
+    curve2 = []
+    resumed, _ = train_suits(_model(), _pairs(), validate=validate, validate_every=2,
+                             select="best", checkpoint=ck, checkpoint_every=2, curve=curve2, **_kw())
+    assert curve2 == curve
+    for k, v in resumed.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_select_best_needs_validation():
+    with pytest.raises(ValueError, match="validate"):
+        train_suits(_model(), _pairs(), select="best", **_kw())
+    with pytest.raises(ValueError, match="select"):
+        train_suits(_model(), _pairs(), select="first", **_kw())
+
+
+def test_validator_scores_registration_against_identity():
+    """The Validator registers each pair with the test-time scheme: on shifted boxes a
+    hand-crafted representation that sees the labels beats the identity field."""
+    from suits.validation import Validator, mean_dice
+
+    fl = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    fl[..., :2, :, :] = 1
+    wl = fl.clone()
+    wl[..., 1, :, :] = 0  # label 1: 32 vs 16 voxels, overlap 16 -> 2*16/48
+    assert mean_dice(fl, wl) == pytest.approx(2 * 16 / 48)
+
+    class LabelFeatures(torch.nn.Module):
+        factor = 1
+
+        def forward(self, x, modality):
+            return torch.cat([x, x.round()], 1)
+
+    pairs = [{**_pair(1), "fixed": _pair(1)["fixed_labels"].float(),
+              "moving": _pair(1)["moving_labels"].float()}]
+    v = Validator(pairs, dict(iterations=10, lam=0.5))
+    assert v(LabelFeatures()) > v.initial() + 0.05

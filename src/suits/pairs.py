@@ -28,8 +28,9 @@ def _existing(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def read_pairs(tsv: str | os.PathLike) -> list[dict[str, Path]]:
-    """Rows of a pairs TSV as dicts of resolved paths (checked to exist)."""
+def read_pairs(tsv: str | os.PathLike, allow_empty: bool = False) -> list[dict[str, Path]]:
+    """Rows of a pairs TSV as dicts of resolved paths (checked to exist); a file without rows
+    is an error unless ``allow_empty`` (e.g. an optional validation set)."""
     tsv = _existing(tsv, "pairs file")
     with open(tsv, newline="") as fh:
         reader = csv.DictReader((line for line in fh if not line.startswith("#")), delimiter="\t")
@@ -48,7 +49,7 @@ def read_pairs(tsv: str | os.PathLike) -> list[dict[str, Path]]:
                 p = p if p.is_absolute() else tsv.parent / p
                 paths[c] = _existing(p, f"{tsv}, line {n}, {c}")
             rows.append(paths)
-    if not rows:
+    if not rows and not allow_empty:
         raise PairsError(f"{tsv}: no pairs")
     return rows
 

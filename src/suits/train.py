@@ -44,6 +44,8 @@ __all__ = ["train_suits", "draw_step", "label_representation", "label_iterations
 logger = logging.getLogger(__name__)
 
 LogFn = Callable[[int, float], None]
+ValidateFn = Callable[[nn.Module], float]
+SELECT = ("last", "best")
 EPS = 1e-8
 
 
@@ -162,7 +164,9 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
                 progress: bool = True, k_min: int = 1, smooth: int = 5, tol: float = 1e-6,
                 grad_A: bool = False, label_smooth: int | None = None,
                 eps: float = EPS, warp_space: str = "image",
-                label_warp_space: str = "features") -> tuple[nn.Module, list[float]]:
+                label_warp_space: str = "features", validate: ValidateFn | None = None,
+                validate_every: int = 0, select: str = "last",
+                curve: list[tuple[int, float]] | None = None) -> tuple[nn.Module, list[float]]:
     """Algorithm 1: adapt a (MIND-pretrained) FeatCNN end to end through the registration.
 
     Args:
@@ -196,6 +200,14 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
         label_warp_space: where the label iterations warp the moving label representation
             (``"features"``: the pooled one-hot map on the feature grid; ``"image"``: the
             one-hot map on the image grid, then pooled; see :func:`label_iterations`).
+        validate: ``validate(model) -> score`` (higher is better, e.g. a
+            :class:`suits.validation.Validator`'s mean validation Dice), called before the first
+            step, every ``validate_every`` steps and after the last; ``None``: no validation.
+        validate_every: steps between validations (0: only before the first and after the last).
+        select: ``"last"``: the model after the last step; ``"best"``: the weights of the best
+            validation score (ties: the earliest; needs ``validate``).
+        curve: if given, filled with ``(step, score)`` of every validation (also those before
+            a resume, kept in the checkpoint).
 
     Returns:
         ``(model, losses)``, the losses of every step so far (including before a resume).
@@ -214,14 +226,22 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
     K = int(num_classes) if num_classes is not None else infer_num_classes(pairs)
     if k_min > k_max or k_min < 0:
         raise ValueError(f"need 0 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {SELECT}, got {select!r}")
+    if select == "best" and validate is None:
+        raise ValueError("select='best' needs a validate function (validation pairs)")
 
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[float] = []
     k_backs: list[int] = []
+    val_steps: list[int] = []
+    val_scores: list[float] = []
+    best: list[dict] = []  # at most one entry: the best validation's step, score and weights
     rolling = ckpt.RollingCheckpoint(
         checkpoint, model, opt, gen, steps, checkpoint_every,
-        {"losses": (losses, float), "k_backs": (k_backs, int)},
+        {"losses": (losses, float), "k_backs": (k_backs, int), "val_steps": (val_steps, int),
+         "val_scores": (val_scores, float), "best": (best, dict)},
         dict(seed=seed, steps=steps, batch=batch, lr=lr, lam=lam, k_min=k_min, k_max=k_max,
              gamma=gamma, num_classes=K, warp_space=warp_space, label_warp_space=label_warp_space),
         logger)
@@ -237,6 +257,20 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
                                  "checkpoint path")
 
     start, _ = rolling.resume(device, check=check_spaces)
+
+    def run_validation(done: int) -> None:
+        if validate is None or (val_steps and val_steps[-1] == done):
+            return
+        score = float(validate(model))
+        val_steps.append(done)
+        val_scores.append(score)
+        logger.info("SUITS step %d validation score %.4f", done, score)
+        if select == "best" and (not best or score > best[0]["score"]):
+            best[:] = [{"step": done, "score": score,
+                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}]
+
+    if start == 0:
+        run_validation(0)
 
     def prepare(i: int) -> dict[str, torch.Tensor]:
         p = pairs[i]
@@ -271,9 +305,18 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
         if log is not None:
             log(done, total)
         bar.set_postfix(loss=f"{total:.4f}", k_back=k_back)
+        if validate_every > 0 and done % validate_every == 0:
+            run_validation(done)
         rolling.after_step(done)
     bar.close()
     if start < steps:
+        run_validation(int(steps))
         rolling.save(int(steps))
         logger.info("SUITS training finished: %d steps, last loss %.6f", steps, losses[-1])
+    if select == "best" and best:
+        model.load_state_dict(best[0]["state"])
+        logger.info("SUITS: keeping the weights of step %d (validation score %.4f)",
+                    best[0]["step"], best[0]["score"])
+    if curve is not None:
+        curve[:] = list(zip(val_steps, val_scores))
     return model, losses

@@ -12,7 +12,7 @@ Format (tab separated, UTF-8, one header row; lines starting with ``#`` are comm
   stands for label value ``c + 1``.
 - ``role`` (optional): ``moving`` or ``fixed`` (informational; the split uses the configured
   moving/fixed modalities). ``pair`` (optional): pair key of paired data sets; the two rows
-  sharing a key form one pair. ``split`` (optional): ``train`` or ``test``, a fixed split.
+  sharing a key form one pair. ``split`` (optional): ``train``, ``val`` or ``test``, a fixed split.
 
 Path rule: a relative path resolves against the **base folder**: the manifest's own folder,
 or, if the file has a comment line ``# base: <dir>`` before the header, that ``<dir>``
@@ -122,9 +122,9 @@ def read_manifest(path: str | os.PathLike, base_dir: str | os.PathLike | None = 
             raise InputError(where, f"role {role!r} is not 'moving' or 'fixed'",
                              "use moving, fixed or leave it empty")
         split = row.get("split", "").lower() or None
-        if split not in (None, "train", "test"):
-            raise InputError(where, f"split {split!r} is not 'train' or 'test'",
-                             "use train, test or leave it empty")
+        if split not in (None, "train", "val", "test"):
+            raise InputError(where, f"split {split!r} is not 'train', 'val' or 'test'",
+                             "use train, val, test or leave it empty")
         rec = Record(subject=row["subject"], modality=row["modality"].lower(),
                      image=_resolve(row["image"], base),
                      label=_resolve(row["label"], base) if row["label"] else None,

@@ -5,11 +5,14 @@ are every test moving image x every test fixed image (paper: 5 x 5 = 25), the tr
 every training moving x every training fixed (15 x 15 = 225). Paired: the unit is the pair
 (the manifest's ``pair`` column, else the subject), and the pairs are the manifest's pairs.
 A fixed split (the manifest's ``split`` column, or ``test_subjects``) overrides the random one.
+Validation (``n_val``): the same rule again on the training side, so validation subjects (or
+pair keys) are never test subjects and never training subjects; the validation pairs are the
+pairs among validation images, the training pairs those among the remaining training images.
 Pair ids are ``suitsbench.pairid.pair_id(moving_id, fixed_id)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +21,7 @@ from suitsbench.errors import InputError
 from suitsbench.manifest import Record
 from suitsbench.pairid import pair_id
 
-__all__ = ["Split", "make_split", "select_test"]
+__all__ = ["Split", "make_split", "carve_validation", "select_test"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Split:
     test_ids: list[str]
     train_pairs: list[str]
     test_pairs: list[str]
+    val_ids: list[str] = field(default_factory=list)
+    val_pairs: list[str] = field(default_factory=list)
 
 
 def select_test(units: Sequence[str], n_test: int, folds: int = 1, fold: int = 0,
@@ -57,7 +62,8 @@ def _fixed_test(records: Sequence[Record], test_subjects: Sequence[str] | None) 
 
 def make_split(records: Sequence[Record], n_test: int, folds: int = 1, fold: int = 0,
                seed: int = 0, pairing: str = "unpaired", moving_modality: str = "ct",
-               fixed_modality: str = "mr", test_subjects: Sequence[str] | None = None) -> Split:
+               fixed_modality: str = "mr", test_subjects: Sequence[str] | None = None,
+               n_val: int = 0) -> Split:
     """Split ``records`` into train/test image ids and pair ids (see the module docstring).
 
     Unpaired: per modality, ``n_test`` subjects go to test (or fold ``fold`` of ``folds``);
@@ -65,8 +71,38 @@ def make_split(records: Sequence[Record], n_test: int, folds: int = 1, fold: int
     moving image, the remaining fixed subjects fill up the fixed test set.
     Paired: the same over pair keys. ``test_subjects`` (or the manifest's ``split`` column)
     fixes the test subjects instead. Records of other modalities are ignored here (validation
-    rejects them).
+    rejects them). ``n_val`` subjects per modality (pair keys when paired) of the training side
+    become validation subjects (:func:`carve_validation`).
     """
+    split = _train_test(records, n_test, folds, fold, seed, pairing, moving_modality,
+                        fixed_modality, test_subjects)
+    if n_val > 0 or any(r.split == "val" for r in records):
+        return carve_validation(split, records, n_val, seed, pairing, moving_modality,
+                                fixed_modality)
+    return split
+
+
+def carve_validation(split: Split, records: Sequence[Record], n_val: int, seed: int = 0,
+                     pairing: str = "unpaired", moving_modality: str = "ct",
+                     fixed_modality: str = "mr") -> Split:
+    """Move ``n_val`` training subjects per modality (unpaired; a subject imaged in both
+    modalities follows its moving image) or ``n_val`` training pair keys (paired) to a
+    validation set, chosen like the test set with the seed ``seed + 2``; subjects marked
+    ``val`` in the manifest's ``split`` column form the validation set instead."""
+    train_ids = set(split.train_ids)
+    # the manifest's train/test marks have done their work; only 'val' marks matter here
+    train = [replace(r, split=None) for r in records if r.id in train_ids]
+    marked = {r.subject for r in records if r.id in train_ids and r.split == "val"}
+    val_split = _train_test(train, n_val, 1, 0, seed + 2, pairing, moving_modality,
+                            fixed_modality, sorted(marked) or None)
+    # _train_test's "test" side of the training records is the validation set
+    return Split(val_split.train_ids, split.test_ids, val_split.train_pairs, split.test_pairs,
+                 val_split.test_ids, val_split.test_pairs)
+
+
+def _train_test(records: Sequence[Record], n_test: int, folds: int, fold: int, seed: int,
+                pairing: str, moving_modality: str, fixed_modality: str,
+                test_subjects: Sequence[str] | None) -> Split:
     moving_modality, fixed_modality = moving_modality.lower(), fixed_modality.lower()
     fixed_test = _fixed_test(records, test_subjects)
     mov = [r for r in records if r.modality == moving_modality]

@@ -184,7 +184,8 @@ def _check_affines(a: np.ndarray, b: np.ndarray, tol: float, where: str) -> None
 
 
 def _check_split_records(records: Sequence[Record], moving: str, fixed: str, pairing: str,
-                         n_test: int, folds: int, test_subjects: Sequence[str] | None) -> None:
+                         n_test: int, folds: int, test_subjects: Sequence[str] | None,
+                         n_val: int = 0) -> None:
     for r in records:
         if r.modality not in (moving, fixed):
             raise InputError(r.source, f"modality {r.modality!r} is neither the moving "
@@ -204,7 +205,7 @@ def _check_split_records(records: Sequence[Record], moving: str, fixed: str, pai
             raise InputError("split.test_subjects", f"subject(s) {clash} are in the train split "
                              "of the manifest", "remove them from one of the two lists")
     fixed_split = bool(splits) or test_subjects is not None
-    need = (max(2, folds) if folds > 1 else n_test + 1)
+    need = (max(2, folds) if folds > 1 else n_test + 1) + n_val
     if pairing == "paired":
         units: dict[str, set] = {}
         for r in records:
@@ -222,14 +223,15 @@ def _check_split_records(records: Sequence[Record], moving: str, fixed: str, pai
             if len(set(members)) < need:
                 raise InputError(f"manifest ({name})", f"{len(set(members))} subject(s), the "
                                  f"split needs at least {need} (split.n_test={n_test}, "
-                                 f"split.folds={folds}, at least one for training)",
-                                 "add data or lower split.n_test / split.folds")
+                                 f"split.n_val={n_val}, split.folds={folds}, at least one for "
+                                 "training)", "add data or lower split.n_test / split.n_val / "
+                                 "split.folds")
 
 
 def validate_records(records: Sequence[Record], labels_map: Mapping, *,
                      moving_modality: str = "ct", fixed_modality: str = "mr",
                      pairing: str = "unpaired", n_test: int = 2, folds: int = 1, fold: int = 0,
-                     seed: int = 0, test_subjects: Sequence[str] | None = None,
+                     seed: int = 0, test_subjects: Sequence[str] | None = None, n_val: int = 0,
                      evaluate: Sequence[str] | None = None, require_labels: bool = True,
                      affine_tol: float = 0.01, read_files: bool = True) -> Split:
     """Check records, config and split; read every file. Returns the resulting :class:`Split`.
@@ -244,9 +246,10 @@ def validate_records(records: Sequence[Record], labels_map: Mapping, *,
                          "choose two different modalities")
     if not records:
         raise InputError("manifest", "no records", "add one row per image")
-    _check_split_records(records, moving, fixed, pairing, n_test, folds, test_subjects)
+    _check_split_records(records, moving, fixed, pairing, n_test, folds, test_subjects, n_val)
     split = make_split(records, n_test, folds=folds, fold=fold, seed=seed, pairing=pairing,
-                       moving_modality=moving, fixed_modality=fixed, test_subjects=test_subjects)
+                       moving_modality=moving, fixed_modality=fixed, test_subjects=test_subjects,
+                       n_val=n_val)
     subject_of = {r.id: r.subject for r in records}
     train_subj = {subject_of[i] for i in split.train_ids}
     test_subj = {subject_of[i] for i in split.test_ids}
@@ -258,7 +261,11 @@ def validate_records(records: Sequence[Record], labels_map: Mapping, *,
         raise InputError("split", "no test pairs", "check split.n_test, the modalities and "
                          "the manifest's split/pair columns")
     if not split.train_pairs:
-        raise InputError("split", "no training pairs", "lower split.n_test or add subjects")
+        raise InputError("split", "no training pairs", "lower split.n_test / split.n_val or "
+                         "add subjects")
+    if n_val > 0 and not split.val_pairs:
+        raise InputError("split", "no validation pairs", "raise split.n_val, mark subjects "
+                         "'val' in the manifest's split column, or set split.n_val: 0")
     if not read_files:
         return split
     for r in records:
@@ -286,7 +293,8 @@ def _config_kwargs(config: Mapping) -> dict:
         fixed_modality=str(data.get("fixed_modality", "mr")),
         pairing=str(data.get("pairing", "unpaired")), n_test=int(split_cfg.get("n_test", 2)),
         folds=int(split_cfg.get("folds", 1)), seed=int(config.get("seed", 0)),
-        test_subjects=split_cfg.get("test_subjects"), evaluate=data.get("evaluate"))
+        test_subjects=split_cfg.get("test_subjects"), n_val=int(split_cfg.get("n_val", 0)),
+        evaluate=data.get("evaluate"))
 
 
 def check_plan(config: Mapping, records: Sequence[Record], *, files: bool = True) -> None:

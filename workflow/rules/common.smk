@@ -104,6 +104,7 @@ def compute_splits():
             moving_modality=MOVING,
             fixed_modality=FIXED,
             test_subjects=config["split"].get("test_subjects"),
+            n_val=int(config["split"]["n_val"]),
         )
         for k in range(FOLDS)
     ]
@@ -168,6 +169,12 @@ def train_ids(fdir, modality=None):
 def train_pair_images(fdir):
     """Every aligned image and label used by the training pairs of a fold."""
     ids = sorted({i for p in split_of(fdir).train_pairs for i in split_pair_id(p)})
+    return aligned_of_ids(ids) + aligned_of_ids(ids, "label")
+
+
+def val_pair_images(fdir):
+    """Every aligned image and label used by the validation pairs of a fold."""
+    ids = sorted({i for p in split_of(fdir).val_pairs for i in split_pair_id(p)})
     return aligned_of_ids(ids) + aligned_of_ids(ids, "label")
 
 

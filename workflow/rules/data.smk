@@ -48,6 +48,7 @@ rule validate:
     output:
         split=f"{RES}/split.json",
         train_pairs=[f"{d}/train_pairs.tsv" for d in FOLD_DIRS],
+        val_pairs=[f"{d}/val_pairs.tsv" for d in FOLD_DIRS],
     log:
         f"{RES}/logs/validate.log",
     benchmark:

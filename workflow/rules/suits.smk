@@ -9,8 +9,11 @@ rule train_suits:
         model="{fdir}/models/featcnn_pretrained.pt",
         pairs="{fdir}/train_pairs.tsv",
         images=lambda wc: train_pair_images(wc.fdir),
+        val_pairs="{fdir}/val_pairs.tsv",
+        val_images=lambda wc: val_pair_images(wc.fdir),
     output:
         model="{fdir}/models/featcnn_suits.pt",
+        curve="{fdir}/models/featcnn_suits_curve.tsv",
     log:
         "{fdir}/logs/train_suits.log",
     benchmark:
@@ -38,6 +41,12 @@ rule train_suits:
         label_warp_space=config["suits"]["label_warp_space"],
         checkpoint_every=config["suits"]["checkpoint_every"],
         checkpoint_dir=lambda wc: f"{wc.fdir}/models/checkpoints",
+        validate_every=config["suits"]["validate_every"],
+        select=config["suits"]["select"],
+        validation={
+            k: config["register"][k]
+            for k in ("iterations", "lam", "gamma", "solver", "tol", "warp_space")
+        },
         seed=config["seed"],
         device=config["device"],
     script:

@@ -1,6 +1,7 @@
 """Rule train_suits: SUITS training (Algorithm 1) of the pre-trained FeatCNN on the training
-pairs, the library calls of `suits train` (suits.cli.cmd_train) in its order. Rolling
-checkpoint as in pretrain_featcnn.py (resumed after a failure)."""
+pairs, the library calls of `suits train` (suits.cli.cmd_train) in its order, scored on the
+validation pairs with the test-time registration settings (suits.validation); writes the model
+and its learning curve. Rolling checkpoint as in pretrain_featcnn.py (resumed after a failure)."""
 from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
@@ -10,11 +11,17 @@ from suits.cli import setup_logging  # noqa: E402
 from suits.modelfile import load_model, save_model  # noqa: E402
 from suits.pairs import load_pairs, read_pairs  # noqa: E402
 from suits.train import train_suits  # noqa: E402
+from suits.validation import Validator, write_curve  # noqa: E402
 from suitsbench import job  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
 settings = {k: v for k, v in p.items() if k != "checkpoint_dir"}
-ckpt = job.checkpoint_path(p.checkpoint_dir, "featcnn_suits", settings, [i.model, i.pairs, *i.images])
+ckpt = job.checkpoint_path(
+    p.checkpoint_dir,
+    "featcnn_suits",
+    settings,
+    [i.model, i.pairs, *i.images, i.val_pairs, *i.val_images],
+)
 job.threads(snakemake, "train")  # noqa: F821
 print(f"checkpoint: {ckpt} ({'resuming' if ckpt.exists() else 'new'})", flush=True)
 setup_logging()
@@ -22,7 +29,25 @@ device = torch.device(job.device(p.device))
 rows = read_pairs(i.pairs)
 model = load_model(i.model, device=device)
 pairs = load_pairs(rows, i.pairs)
-train_suits(
+val_rows = read_pairs(i.val_pairs, allow_empty=True)
+validate = None
+if val_rows:
+    validate = Validator(
+        load_pairs(val_rows, i.val_pairs),
+        dict(
+            p.validation,
+            fixed_modality=str(p.fixed_modality),
+            moving_modality=str(p.moving_modality),
+        ),
+        device=device,
+    )
+elif p.select == "best":
+    raise SystemExit(
+        f"train_suits: suits.select is 'best' but {i.val_pairs} lists no validation "
+        "pairs; set split.n_val >= 1 or suits.select: last"
+    )
+curve = []
+_, losses = train_suits(
     model,
     pairs,
     steps=int(p.steps),
@@ -44,6 +69,11 @@ train_suits(
     progress=True,
     warp_space=str(p.warp_space),
     label_warp_space=str(p.label_warp_space),
+    validate=validate,
+    validate_every=int(p.validate_every),
+    select=str(p.select),
+    curve=curve,
 )
 save_model(o.model, model)
+write_curve(o.curve, losses, curve, validate.initial() if validate else None)
 ckpt.unlink(missing_ok=True)

@@ -42,11 +42,13 @@ for fdir, split in splits.items():
             f"one the workflow was planned with ({fdir}); run snakemake again"
         )
 
-for fdir, out in zip(p.fold_dirs, snakemake.output.train_pairs):  # noqa: F821
+
+def write_pairs(out, pairs):
+    """The pairs file read by the training jobs (suits.pairs): aligned paths relative to it."""
     buf = io.StringIO()
     w = csv.writer(buf, delimiter="\t", lineterminator="\n")
     w.writerow(["fixed_image", "moving_image", "fixed_labels", "moving_labels"])
-    for pair in splits[fdir]["train_pairs"]:
+    for pair in pairs:
         moving_id, fixed_id = split_pair_id(pair)
         row = [
             p.aligned[fixed_id]["image"],
@@ -56,6 +58,13 @@ for fdir, out in zip(p.fold_dirs, snakemake.output.train_pairs):  # noqa: F821
         ]
         w.writerow([os.path.relpath(f, os.path.dirname(out)) for f in row])
     write_text(out, buf.getvalue())
+
+
+for fdir, train_out, val_out in zip(
+    p.fold_dirs, snakemake.output.train_pairs, snakemake.output.val_pairs  # noqa: F821
+):
+    write_pairs(train_out, splits[fdir]["train_pairs"])
+    write_pairs(val_out, splits[fdir]["val_pairs"])
 write_text(
     snakemake.output.split, json.dumps(splits, indent=2, sort_keys=True) + "\n"  # noqa: F821
 )
