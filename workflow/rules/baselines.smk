@@ -34,6 +34,7 @@ rule train_voxelmorph:
         "{fdir}/benchmarks/train_voxelmorph.tsv"
     conda:
         ENVS["baselines"]
+    priority: 10
     threads: threads_for("train")
     resources:
         **resources_for("train"),

@@ -15,6 +15,7 @@ rule pretrain_featcnn:
         "{fdir}/benchmarks/pretrain_featcnn.tsv"
     conda:
         ENVS["suits"]
+    priority: 20
     threads: threads_for("train")
     resources:
         **resources_for("train"),

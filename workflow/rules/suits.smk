@@ -20,6 +20,7 @@ rule train_suits:
         "{fdir}/benchmarks/train_suits.tsv"
     conda:
         ENVS["suits"]
+    priority: 20
     threads: threads_for("train")
     resources:
         **resources_for("train"),
