@@ -4,7 +4,8 @@ Reads ``results/<dataset>/`` of a run (``split.json``, ``aligned/``, the pre-tra
 ``models/``) and scores representations in the same iterative diffusion scheme by the mean
 organ Dice of each pair (the evaluator's Dice). Pairs are the run's training pairs, or a
 validation subset of them (``--val-subjects N``: the last N training subjects of each modality
-form the validation pairs; the rest, the training pairs). Test pairs are never used unless
+form the validation pairs; the rest, the training pairs; a run with ``split.n_val`` has its
+own validation pairs, used when ``--val-subjects`` is not given). Test pairs are never used unless
 asked for with ``--pairs test`` (for a final report, never for a choice).
 
 Sub-commands::
@@ -43,8 +44,9 @@ from suitsbench.metrics import dice  # noqa: E402
 
 
 def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
-    """Pair names of ``which`` (train | val | test) from ``split.json``; train and val come
-    from the run's training pairs (the last ``val_subjects`` subjects of each modality are
+    """Pair names of ``which`` (train | val | test) from ``split.json``: the run's own
+    validation pairs when it has them (``split.n_val``) and ``val_subjects`` is 0; otherwise
+    train and val come from the run's training pairs (the last ``val_subjects`` subjects of each modality are
     validation, pairs between two validation subjects are validation pairs, pairs between two
     remaining training subjects are training pairs; mixed pairs are left out)."""
     split = json.loads((results / "split.json").read_text())
@@ -52,9 +54,12 @@ def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
     if which == "test":
         return list(split["test_pairs"])
     pairs = list(split["train_pairs"])
+    if split.get("val_pairs") and val_subjects <= 0:
+        # the run's own validation split (split.n_val)
+        return list(split["val_pairs"]) if which == "val" else pairs
     if val_subjects <= 0:
         if which == "val":
-            raise SystemExit("--pairs val needs --val-subjects N >= 1")
+            raise SystemExit("--pairs val needs a run with split.n_val >= 1 or --val-subjects N >= 1")
         return pairs
     moving = sorted({p.split("__to__")[0] for p in pairs})
     fixed = sorted({p.split("__to__")[1] for p in pairs})
@@ -164,7 +169,7 @@ def main(argv=None) -> int:
     ap.add_argument("--val-subjects", type=int, default=0)
     ap.add_argument("--iterations", type=int, default=15)
     ap.add_argument("--lam", type=float, default=0.5, help="test-time lambda")
-    ap.add_argument("--warp-space", choices=("features", "image"), default="features",
+    ap.add_argument("--warp-space", choices=("features", "image"), default="image",
                     help="test-time warp space")
     ap.add_argument("--threads", type=int, default=2)
     sub = ap.add_subparsers(dest="cmd", required=True)
