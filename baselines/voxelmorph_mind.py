@@ -27,6 +27,11 @@ the loss only sees the cropped field.
 Intensities. With ``normalise=True`` (default) each image is z-scored (over its volume)
 before entering the network; MIND is computed on the images as given (it is invariant to
 ``a*x + b``).
+
+Validation (optional, on held-out pairs with labels, every ``validate_every`` steps, before the
+first and after the last): the training loss of each pair (``val_loss``, :func:`pair_loss`)
+and the Dice of the moving labels warped by the predicted field (``val_dice``, the score of
+``suits.validation.pair_scores``), both means over the pairs and kept in the checkpoint.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ from tqdm.auto import tqdm
 from suits import checkpoint as ckpt
 from suits.atomic import atomic_path
 from suits.mind import mind_ssc
+from suits.validation import ValidationLog, pair_scores
 from suits.warp import warp
 
 __all__ = [
@@ -51,6 +57,8 @@ __all__ = [
     "VxmMind",
     "diffusion_loss",
     "mind_loss",
+    "pair_loss",
+    "validation_measures",
     "train",
     "register",
     "register_files",
@@ -147,6 +155,64 @@ def mind_loss(warped: torch.Tensor, fixed_mind: torch.Tensor, radius: int = 2,
     return F.mse_loss(mind_ssc(warped, radius=radius, dilation=dilation), fixed_mind)
 
 
+def pair_loss(model: VxmMind, fixed: torch.Tensor, moving: torch.Tensor, reg_weight: float,
+              mind_radius: int = 2, mind_dilation: int = 2,
+              fixed_mind: torch.Tensor | None = None) -> torch.Tensor:
+    """The training loss of one pair: :func:`mind_loss` of the warped moving image plus
+    ``reg_weight`` times :func:`diffusion_loss` of the predicted field (``fixed_mind``: the
+    fixed image's MIND-SSC, computed if not given)."""
+    if fixed_mind is None:
+        fixed_mind = mind_ssc(fixed, radius=mind_radius, dilation=mind_dilation)
+    u = model(fixed, moving)
+    return mind_loss(warp(moving, u), fixed_mind, mind_radius, mind_dilation) \
+        + reg_weight * diffusion_loss(u)
+
+
+def validation_measures(val_pairs: Sequence[Mapping[str, torch.Tensor]], reg_weight: float,
+                        mind_radius: int = 2, mind_dilation: int = 2,
+                        device: torch.device | str | None = None
+                        ) -> dict[str, Callable[[VxmMind], float]]:
+    """``{"val_loss": f, "val_dice": g}``: the mean over ``val_pairs`` (dicts with ``fixed``,
+    ``moving``, ``fixed_labels``, ``moving_labels``, ``(1, 1, D, H, W)`` on one grid per pair)
+    of :func:`pair_loss` and of the Dice of the warped moving labels
+    (``suits.validation.pair_scores``), each evaluated without a gradient in eval mode."""
+    for n, p in enumerate(val_pairs):
+        missing = [k for k in ("fixed", "moving", "fixed_labels", "moving_labels") if k not in p]
+        if missing:
+            raise ValueError(f"validation pair {n}: missing {missing}")
+        grids = {tuple(p[k].shape[-3:]) for k in ("fixed", "moving", "fixed_labels",
+                                                  "moving_labels")}
+        if len(grids) != 1 or p["fixed"].dim() != 5:
+            raise ValueError(f"validation pair {n}: images and labels must be (1, 1, D, H, W) "
+                             f"on one grid, got {sorted(grids)}")
+    device = torch.device("cpu" if device is None else device)
+    pairs = [{k: v.to(device) for k, v in p.items() if isinstance(v, torch.Tensor)}
+             for p in val_pairs]
+    minds: dict[int, torch.Tensor] = {}
+
+    def val_loss(model: VxmMind) -> float:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = []
+                for n, p in enumerate(pairs):
+                    fixed, moving = p["fixed"].float(), p["moving"].float()
+                    if n not in minds:
+                        minds[n] = mind_ssc(fixed, radius=mind_radius, dilation=mind_dilation)
+                    out.append(float(pair_loss(model, fixed, moving, reg_weight, mind_radius,
+                                               mind_dilation, minds[n])))
+        finally:
+            model.train(was_training)
+        return sum(out) / len(out)
+
+    def val_dice(model: VxmMind) -> float:
+        s = pair_scores(pairs, lambda p: register(model, p["fixed"], p["moving"]))
+        return sum(s) / len(s)
+
+    return {"val_loss": val_loss, "val_dice": val_dice}
+
+
 def _check_pairs(pairs: Sequence[Pair]) -> None:
     if not pairs:
         raise ValueError("train needs at least one (fixed, moving) pair")
@@ -162,7 +228,10 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
           checkpoint: PathLike | None = None, checkpoint_every: int = 500,
           device: torch.device | str | None = None, progress: bool = True,
           config: Mapping[str, Any] | None = None,
-          log: Callable[[int, float], None] | None = None) -> VxmMind:
+          log: Callable[[int, float], None] | None = None,
+          val_pairs: Sequence[Mapping[str, torch.Tensor]] | None = None,
+          validate_every: int = 0,
+          curve: dict[str, list[tuple[int, float]]] | None = None) -> VxmMind:
     """Train VoxelMorph-MIND on ``(fixed, moving)`` pairs (batch 1, one pair drawn per step).
 
     Args:
@@ -180,6 +249,12 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
         progress: tqdm progress bar.
         config: model configuration (:data:`DEFAULT_CONFIG` overrides).
         log: ``log(step, loss)`` after every step (``step`` counts from 1).
+        val_pairs: held-out pairs with labels (see :func:`validation_measures`); ``None`` or
+            empty: no validation.
+        validate_every: steps between validations, which also run before the first step and
+            after the last (0: only those two).
+        curve: if given, filled with ``{"val_loss": [(step, value), ...], "val_dice": [...]}``
+            (also the validations before a resume, kept in the checkpoint).
 
     Returns:
         the trained :class:`VxmMind` (train mode off); ``model.losses`` holds every step's loss
@@ -191,11 +266,15 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
         torch.manual_seed(int(seed))
         model = VxmMind(config, device=device)
     model.train()
+    measures = (validation_measures(val_pairs, reg_weight, mind_radius, mind_dilation, device)
+                if val_pairs else {})
+    validation = ValidationLog(measures, validate_every, iterations, "VoxelMorph-MIND")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     losses: list[float] = []
     rolling = ckpt.RollingCheckpoint(
-        checkpoint, model, opt, gen, iterations, checkpoint_every, {"losses": (losses, float)},
+        checkpoint, model, opt, gen, iterations, checkpoint_every,
+        {"losses": (losses, float), **validation.history()},
         dict(config=model.config, seed=seed, lr=lr, reg_weight=reg_weight,
              mind_radius=mind_radius, mind_dilation=mind_dilation), logger, "VoxelMorph-MIND")
     path = rolling.path
@@ -206,6 +285,7 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
             raise ValueError(f"{path}: checkpoint model config {saved} != {model.config}; "
                              "use the same config or another checkpoint path")
     start, _ = rolling.resume(device)
+    validation.resumed(model, start)
 
     cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
@@ -221,9 +301,7 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
     for step in bar:
         idx = int(torch.randint(len(pairs), (1,), generator=gen))
         fixed, moving, fixed_mind = sample(idx)
-        u = model(fixed, moving)
-        loss = mind_loss(warp(moving, u), fixed_mind, mind_radius, mind_dilation) \
-            + reg_weight * diffusion_loss(u)
+        loss = pair_loss(model, fixed, moving, reg_weight, mind_radius, mind_dilation, fixed_mind)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -233,12 +311,16 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
         if log is not None:
             log(done, value)
         bar.set_postfix(loss=f"{value:.5f}")
+        validation(model, done)
         rolling.after_step(done)
     bar.close()
     if start < iterations:
         rolling.save(int(iterations))
     model.eval()
     model.losses = losses
+    if curve is not None:
+        curve.clear()
+        curve.update(validation.columns())
     return model
 
 

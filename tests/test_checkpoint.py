@@ -102,3 +102,31 @@ def test_latest(tmp_path):
         checkpoint.save(checkpoint.step_path(tmp_path, s), s, m)
     (tmp_path / "checkpoint_999.pt.tmp").write_text("junk")
     assert checkpoint.latest(tmp_path) == tmp_path / "checkpoint_00000120.pt"
+
+
+def test_rolling_history_per_step_and_records(tmp_path):
+    """Per-step history lists are cut to the checkpoint's step on resume; lists marked
+    ``False`` (e.g. validations at steps 0..4, five entries at step 4) come back whole."""
+    from suits.validation import ValidationLog
+
+    def rolling(losses, log):
+        model = _model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        gen = torch.Generator().manual_seed(0)
+        return checkpoint.RollingCheckpoint(tmp_path / "ck.pt", model, opt, gen, 10, 2,
+                                            {"losses": (losses, float), **log.history()},
+                                            {"seed": 0}), model
+
+    losses, log = [], ValidationLog({"val_x": lambda m: 0.5}, every=1, total=10)
+    r, model = rolling(losses, log)
+    log.resumed(model, 0)
+    for step in range(4):
+        losses.append(float(step))
+        log(model, step + 1)
+    losses.append(9.0)  # a stray entry beyond the checkpoint's step is cut
+    r.save(4)
+    losses2, log2 = [], ValidationLog({"val_x": lambda m: 0.5}, every=1, total=10)
+    r2, model2 = rolling(losses2, log2)
+    start, _ = r2.resume()
+    assert start == 4 and losses2 == [0.0, 1.0, 2.0, 3.0]
+    assert log2.steps == [0, 1, 2, 3, 4] and log2.values["val_x"] == [0.5] * 5

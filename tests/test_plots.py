@@ -110,3 +110,70 @@ def test_example_figure(tmp_path: Path):
     assert [len(ax.collections) for ax in plain.axes] == [2, 2, 2]
     with pytest.raises(ValueError):
         plots.example_figure(img, mov, img, lab, None, None, panels=("fixed", "other"))
+
+
+# ----------------------------------------------------------------------------- learning curves
+
+
+def _curves(tmp_path: Path, validated: bool = True) -> dict[str, Path]:
+    """Curve TSVs as the trainers write them: pre-training (val_loss column), SUITS, VoxelMorph."""
+    from suits.validation import write_curve
+
+    initial = 0.4 if validated else None
+    files = {k: tmp_path / f"{k}.tsv" for k in ("pretrain", "suits", "voxelmorph")}
+    val = lambda pts: pts if validated else []  # noqa: E731
+    write_curve(files["pretrain"], [1.0 / (s + 1) for s in range(10)],
+                val([(0, 0.3), (5, 0.5), (10, 0.55)]), initial,
+                columns={"val_loss": val([(0, 1.2), (5, 0.4), (10, 0.2)])})
+    write_curve(files["suits"], [0.5 - 0.01 * s for s in range(6)],
+                val([(0, 0.56), (3, 0.6), (6, 0.58)]), initial)
+    write_curve(files["voxelmorph"], [0.02 - 0.001 * s for s in range(8)],
+                val([(0, 0.4), (4, 0.45), (8, 0.47)]), initial,
+                columns={"val_loss": val([(0, 0.03), (4, 0.02), (8, 0.015)])})
+    return files
+
+
+def test_reference_dice_from_the_curves(tmp_path: Path):
+    from suitsbench.curves import read_curve, reference_dice
+
+    tables = {k: read_curve(v) for k, v in _curves(tmp_path).items()}
+    assert reference_dice(tables) == {"initial": pytest.approx(0.4),
+                                      "pretrained": pytest.approx(0.56)}  # SUITS at step 0
+    del tables["suits"]
+    assert reference_dice(tables)["pretrained"] == pytest.approx(0.55)  # pre-training's last
+
+
+def test_learning_curves_figure_files(tmp_path: Path):
+    from suitsbench.curves import learning_curves_figure
+
+    files = _curves(tmp_path)
+    png, pdf = tmp_path / "lc.png", tmp_path / "lc.pdf"
+    fig = learning_curves_figure(files, png, pdf)
+    assert png.stat().st_size > 0 and pdf.read_bytes()[:4] == b"%PDF"
+    # three panels, each with a loss axis and a Dice axis
+    assert len(fig.axes) == 6
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["FeatCNN pre-training (MIND replication)", "SUITS training",
+                      "VoxelMorph-MIND"]
+    dice_ax = fig.axes[3]  # SUITS's Dice axis: its curve and the two reference lines
+    ys = sorted(float(line.get_ydata()[0]) for line in dice_ax.get_lines())
+    assert ys == pytest.approx([0.4, 0.56, 0.56])
+    img = mpimg.imread(png)
+    assert img.shape[1] > 2 * img.shape[0]  # panels side by side
+    first = png.read_bytes()
+    learning_curves_figure(files, png)
+    assert png.read_bytes() == first  # reproducible
+
+
+def test_learning_curves_without_validation_and_bad_input(tmp_path: Path):
+    from suitsbench.curves import learning_curves_figure
+
+    files = _curves(tmp_path, validated=False)
+    fig = learning_curves_figure({"voxelmorph": files["voxelmorph"]}, tmp_path / "v.png")
+    assert len(fig.axes) == 1 and (tmp_path / "v.png").exists()  # losses only: no Dice axis
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("step\tvalue\n0\t1\n")
+    with pytest.raises(ValueError, match="bad.tsv: not a learning-curve"):
+        learning_curves_figure({"suits": bad})
+    with pytest.raises(ValueError, match="one or more"):
+        learning_curves_figure({"elastix": files["suits"]})

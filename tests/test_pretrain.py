@@ -141,3 +141,79 @@ def test_crop_window_matches_the_whole_target():
         hits = [(a, b, c) for a in range(3) for b in range(3) for c in range(3)
                 if torch.equal(full[..., a:a + 2, b:b + 2, c:c + 2], t)]
         assert hits, "target window is not a factor-aligned window of the whole target"
+
+
+def test_replication_loss_is_the_whole_volume_l1():
+    from suits.pretrain import replication_loss
+
+    model = _model()
+    imgs = {"mr": [_phantom(5)], "ct": [_phantom(6), _phantom(7)]}
+    with torch.no_grad():
+        ct = [float((model(x, "ct") - mind_target(x, 2)).abs().mean()) for x in imgs["ct"]]
+        mr = float((model(imgs["mr"][0], "mr") - mind_target(imgs["mr"][0], 2)).abs().mean())
+    expected = ((ct[0] + ct[1]) / 2 + mr) / 2  # mean per modality, then over the modalities
+    assert replication_loss(model, imgs) == pytest.approx(expected, rel=1e-6)
+    assert model.training  # mode kept
+
+
+def test_validation_curve_resumes_and_leaves_training_unchanged(tmp_path):
+    """Validations run at step 0, every validate_every steps and after the last; they do not
+    change the trained weights or losses; a run killed after its step-4 checkpoint and resumed
+    writes the same curve; the curve TSV has the pre-training columns."""
+    from suits.validation import write_curve
+
+    plain, plain_losses = pretrain(_model(), _images(), iterations=7, seed=3, progress=False)
+    calls = []
+
+    def validate(model):  # a score that depends on the weights
+        calls.append(1)
+        return float(sum(p.detach().abs().sum() for p in model.parameters()))
+
+    val = {"ct": [_phantom(8)], "mr": [_phantom(9)]}
+    kw = dict(iterations=7, seed=3, progress=False, val_images=val, validate=validate,
+              validate_every=2)
+    curve = {}
+    model, losses = pretrain(_model(), _images(), curve=curve, **kw)
+    assert losses == plain_losses
+    for a, b in zip(plain.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [s for s, _ in curve["val_dice"]] == [0, 2, 4, 6, 7]
+    assert [s for s, _ in curve["val_loss"]] == [0, 2, 4, 6, 7]
+    assert len(calls) == 5
+    assert curve["val_loss"][-1][1] < curve["val_loss"][0][1]  # training lowers the held-out loss
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_5(step, loss):
+        if step == 5:
+            raise Killed
+
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(Killed):
+        pretrain(_model(), _images(), checkpoint=ck, checkpoint_every=4, log=kill_at_5, **kw)
+    calls.clear()
+    curve2 = {}
+    _, losses2 = pretrain(_model(), _images(), checkpoint=ck, checkpoint_every=4, curve=curve2,
+                          **kw)
+    assert curve2 == curve and losses2 == losses
+    assert len(calls) == 2  # steps 6 and 7 only
+
+    write_curve(tmp_path / "c.tsv", losses, curve["val_dice"], 0.25,
+                columns={"val_loss": curve["val_loss"]})
+    rows = (tmp_path / "c.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "loss", "val_loss", "val_dice", "val_initial"]
+    assert len(rows) == 1 + 8
+    step2 = rows[3].split("\t")
+    assert step2[0] == "2" and float(step2[2]) == pytest.approx(curve["val_loss"][1][1], rel=1e-5)
+    assert rows[2].split("\t")[2:4] == ["", ""]  # step 1: not validated
+
+
+def test_validation_without_measures_records_nothing():
+    curve = {"stale": [(0, 1.0)]}
+    _, losses = pretrain(_model(), _images(), iterations=3, validate_every=1, curve=curve,
+                         progress=False)
+    assert curve == {} and len(losses) == 3
+    with pytest.raises(ValueError, match="validation images"):
+        pretrain(_model(), _images(), iterations=1, val_images={"us": [_phantom(1)]},
+                 progress=False)

@@ -12,7 +12,8 @@ name, results/test-resume/, removed afterwards):
    in ``models/checkpoints/`` the whole group (snakemake and the job) is killed with SIGKILL;
 3. the model file does not exist and a dry run plans the rule again;
 4. the same command again: it completes, the rule's log says ``resuming ... from step N`` with
-   0 < N < total steps, and every tensor of the model equals the reference (``torch.equal``).
+   0 < N < total steps, every tensor of the model equals the reference (``torch.equal``) and
+   the learning curve (losses, validation loss and Dice) is the reference's, byte for byte.
 
 Runs with ``--nolock`` (a killed snakemake leaves its lock behind otherwise); the workflow
 profile (profiles/default) adds ``rerun-incomplete``. About 1-3 minutes on 2 cores.
@@ -47,6 +48,8 @@ CASES = {
     "train_voxelmorph": ("voxelmorph.pt", "voxelmorph", "voxelmorph", "iterations", 24),
 }
 EVERY = {"pretrain_featcnn": 3, "train_suits": 2, "train_voxelmorph": 4}
+CURVES = {"pretrain_featcnn": "featcnn_pretrained_curve.tsv",
+          "train_suits": "featcnn_suits_curve.tsv", "train_voxelmorph": "voxelmorph_curve.tsv"}
 WAIT = 600  # s, bound on every wait
 
 
@@ -61,6 +64,7 @@ def tiny_config(path: Path) -> Path:
     for rule, (_, _, section, key, total) in CASES.items():
         cfg[section][key] = total
         cfg[section]["checkpoint_every"] = EVERY[rule]
+        cfg[section]["validate_every"] = 2 * EVERY[rule]  # validations before and after the kill
     cfg["suits"].update(batch=2, k_max=5)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -150,6 +154,13 @@ def test_killed_rule_resumes_with_identical_weights(rule, config, tmp_path):
     assert "resuming" not in log.read_text()
     assert not list(CHECKPOINTS.glob(f"{prefix}-*.pt")), "checkpoint left after success"
     reference = state_dict(model)
+    curve = RES / "models" / CURVES[rule]
+    reference_curve = curve.read_text()
+    rows = [ln.split("\t") for ln in reference_curve.splitlines()]
+    assert len(rows) == total + 2  # header, steps 0..total
+    dice = rows[0].index("val_dice")
+    validated = [int(r[0]) for r in rows[1:] if r[dice]]
+    assert validated == list(range(0, total + 1, 2 * EVERY[rule])), validated
     model.unlink()
     t_ref = time.monotonic() - t0
 
@@ -175,6 +186,7 @@ def test_killed_rule_resumes_with_identical_weights(rule, config, tmp_path):
     assert resumed.keys() == reference.keys()
     for key, tensor in reference.items():
         assert torch.equal(resumed[key], tensor), f"{rule}: tensor {key} differs after resume"
+    assert curve.read_text() == reference_curve, f"{rule}: learning curve differs after resume"
     assert not list(CHECKPOINTS.glob(f"{prefix}-*.pt")), "checkpoint left after success"
     print(f"{rule}: reference run {t_ref:.0f} s; killed, then resumed from step {steps[0]} of "
           f"{total}: {time.monotonic() - t0:.0f} s")

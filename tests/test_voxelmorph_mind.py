@@ -157,3 +157,67 @@ def test_save_load_and_register_files(tmp_path):
     torch.save({"something": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a VoxelMorph-MIND"):
         load_model(tmp_path / "bad.pt")
+
+
+def _val_pair(shape=(16, 16, 16)) -> dict[str, torch.Tensor]:
+    fixed, moving = _pair(shape)
+    return {"fixed": fixed, "moving": moving, "fixed_labels": (fixed > 0).long(),
+            "moving_labels": (moving > 0).long()}
+
+
+def test_validation_measures_hand_checked():
+    """val_loss is the training loss of the pair; val_dice the Dice of the moving labels
+    warped by the predicted field (here a near-zero one: the identity's Dice)."""
+    from baselines.voxelmorph_mind import pair_loss, validation_measures
+    from suits.validation import mean_dice
+
+    torch.manual_seed(2)
+    model = VxmMind(TINY)
+    p = _val_pair()
+    m = validation_measures([p], reg_weight=0.5)
+    with torch.no_grad():
+        expected = float(pair_loss(model, p["fixed"], p["moving"], 0.5))
+    assert m["val_loss"](model) == pytest.approx(expected, rel=1e-6)
+    assert m["val_dice"](model) == pytest.approx(float(mean_dice(p["fixed_labels"],
+                                                                 p["moving_labels"])), abs=1e-3)
+    with pytest.raises(ValueError, match="missing"):
+        validation_measures([{"fixed": p["fixed"], "moving": p["moving"]}], 0.5)
+
+
+def test_validation_curve_resumes_and_leaves_training_unchanged(tmp_path):
+    pairs = [_pair(), _pair((16, 16, 8))]
+    kw = dict(lr=1e-3, config=TINY, seed=3, progress=False)
+    plain = train(pairs, 5, **kw)
+    val = dict(val_pairs=[_val_pair()], validate_every=2)
+    curve = {}
+    full = train(pairs, 5, curve=curve, **val, **kw)
+    assert full.losses == plain.losses
+    for (k, a), (_, b) in zip(plain.state_dict().items(), full.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert sorted(curve) == ["val_dice", "val_loss"]
+    assert [s for s, _ in curve["val_loss"]] == [s for s, _ in curve["val_dice"]] == [0, 2, 4, 5]
+    assert all(0.0 <= v <= 1.0 for _, v in curve["val_dice"])
+    # killed in step 3 (checkpoint at 2), resumed: the same curve
+    ck = tmp_path / "vxm.pt"
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(step, loss):
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(pairs, 5, checkpoint=ck, checkpoint_every=2, log=kill_at_3, **val, **kw)
+    curve2 = {}
+    resumed = train(pairs, 5, checkpoint=ck, checkpoint_every=2, curve=curve2, **val, **kw)
+    assert resumed.losses == full.losses
+    assert curve2 == curve
+    # a finished 3-step run extended to 5: its step-3 validation (its last) is off the schedule
+    ck.unlink()
+    short = {}
+    train(pairs, 3, checkpoint=ck, checkpoint_every=2, curve=short, **val, **kw)
+    assert [s for s, _ in short["val_dice"]] == [0, 2, 3]
+    curve3 = {}
+    train(pairs, 5, checkpoint=ck, checkpoint_every=2, curve=curve3, **val, **kw)
+    assert curve3 == curve

@@ -60,7 +60,7 @@ def test_dry_run_default():
                  "affine_resample", "pretrain_featcnn", "train_suits", "register_suits",
                  "register_elastix", "train_voxelmorph", "register_voxelmorph",
                  "register_initial", "evaluate", "table2", "boxplot", "example_figure",
-                 "runtime", "provenance"):
+                 "runtime", "provenance", "learning_curves"):
         assert rule in out, f"rule {rule} not planned\n{output_of(proc)}"
 
 

@@ -120,9 +120,10 @@ def latest(folder: PathLike, prefix: str = "checkpoint") -> Path | None:
 class RollingCheckpoint:
     """The rolling checkpoint of a training loop over ``total`` steps.
 
-    Holds the model, the optimiser, the loop's sampling ``generator`` and its per-step
-    ``history`` lists (``{name: (list, type)}``, e.g. ``{"losses": (losses, float)}``), which
-    the loop appends to. Each checkpoint's ``extra`` holds the generator state, a copy of every
+    Holds the model, the optimiser, the loop's sampling ``generator`` and its ``history`` lists
+    (``{name: (list, type)}``, e.g. ``{"losses": (losses, float)}``), which the loop appends
+    to: one entry per step, or, with a third element ``False`` (``(list, type, False)``), any
+    number of entries (e.g. the validations so far, step 0 among them). Each checkpoint's ``extra`` holds the generator state, a copy of every
     history list and ``settings`` (``seed`` among them). ``path=None``: no checkpoint, every
     method does nothing.
 
@@ -139,7 +140,8 @@ class RollingCheckpoint:
 
     def __init__(self, path: PathLike | None, model: nn.Module, optimizer: torch.optim.Optimizer,
                  generator: torch.Generator, total: int, every: int,
-                 history: Mapping[str, tuple[list, Callable[[Any], Any]]],
+                 history: Mapping[str, tuple[list, Callable[[Any], Any]]
+                                  | tuple[list, Callable[[Any], Any], bool]],
                  settings: Mapping[str, Any], logger: logging.Logger | None = None,
                  name: str = "") -> None:
         self.path = Path(path) if path is not None else None
@@ -153,15 +155,16 @@ class RollingCheckpoint:
     def resume(self, map_location: torch.device | str | None = None,
                check: Callable[[dict[str, Any]], None] | None = None) -> tuple[int, dict[str, Any]]:
         """If the file exists: restore the model, the optimiser, every RNG (:func:`load`), the
-        generator and the history lists (cut to the checkpoint's step), warn if it was written
+        generator and the history lists (per-step lists cut to the checkpoint's step), warn if it was written
         with another seed, call ``check(extra)`` (which raises on a mismatch) and return
         ``(step, extra)``; otherwise ``(0, {})``."""
         if self.path is None or not self.path.exists():
             return 0, {}
         start, extra = load(self.path, self.model, self.optimizer, map_location=map_location)
         self.generator.set_state(extra["generator"].cpu())
-        for key, (values, kind) in self.history.items():
-            values[:] = [kind(x) for x in extra.get(key, [])][:start]
+        for key, (values, kind, *per_step) in self.history.items():
+            restored = [kind(x) for x in extra.get(key, [])]
+            values[:] = restored[:start] if (per_step or [True])[0] else restored
         seed = self.settings.get("seed")
         if extra.get("seed", seed) != seed:
             self.logger.warning("checkpoint %s was written with seed %s, now %s", self.path,
@@ -175,7 +178,7 @@ class RollingCheckpoint:
     def save(self, step: int) -> None:
         """Write the checkpoint of ``step`` (atomically, :func:`save`)."""
         if self.path is not None:
-            history = {key: list(values) for key, (values, _) in self.history.items()}
+            history = {key: list(spec[0]) for key, spec in self.history.items()}
             save(self.path, step, self.model, self.optimizer, generator=self.generator.get_state(),
                  **history, **self.settings)
 

@@ -6,6 +6,11 @@ image on the feature grid; the modalities' losses are averaged and one Adam step
 MIND targets are computed once per image and cached. Periodic checkpoints (``suits.checkpoint``)
 hold the weights, the Adam state, the sampling generator and the loss history, so a run resumed
 from its checkpoint ends with exactly the weights of an uninterrupted run (bitwise on CPU).
+
+Validation (optional, every ``validate_every`` steps, before the first and after the last): the
+replication loss on held-out images (:func:`replication_loss`, whole volumes) and a score of
+the model such as a :class:`suits.validation.Validator`'s validation Dice; both are kept in
+the checkpoint and do not change the training.
 """
 from __future__ import annotations
 
@@ -15,17 +20,20 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from suits import checkpoint as ckpt
 from suits.featcnn import FeatCNN
 from suits.mind import mind_ssc
+from suits.validation import ValidationLog
 
-__all__ = ["pretrain", "mind_target", "load_images", "initial_model"]
+__all__ = ["pretrain", "mind_target", "load_images", "initial_model", "replication_loss"]
 
 logger = logging.getLogger(__name__)
 
 LogFn = Callable[[int, float], None]
+ValidateFn = Callable[[nn.Module], float]
 
 
 def mind_target(img: torch.Tensor, factor: int, radius: int = 2, dilation: int = 2) -> torch.Tensor:
@@ -57,27 +65,61 @@ def initial_model(modalities: Sequence[str], downsample: int, seed: int,
     return FeatCNN(modalities=tuple(modalities), downsample=downsample, device=device)
 
 
-def _check_images(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]]) -> list[str]:
+def _check_images(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]],
+                  what: str = "images") -> list[str]:
     if not images:
-        raise ValueError("pretrain: no images given")
+        raise ValueError(f"pretrain: no {what} given")
     known = list(getattr(model, "modalities", images.keys()))
     for mod, vols in images.items():
         if mod not in known:
-            raise ValueError(f"pretrain: modality {mod!r} has no FeatCNN stream (streams: {known})")
+            raise ValueError(f"pretrain: {what}: modality {mod!r} has no FeatCNN stream "
+                             f"(streams: {known})")
         if len(vols) == 0:
-            raise ValueError(f"pretrain: no images for modality {mod!r}")
+            raise ValueError(f"pretrain: no {what} for modality {mod!r}")
         for v in vols:
             if v.dim() != 5 or v.shape[:2] != (1, 1):
-                raise ValueError(f"pretrain: images must be (1, 1, D, H, W), got {tuple(v.shape)} "
-                                 f"for modality {mod!r}")
+                raise ValueError(f"pretrain: {what} must be (1, 1, D, H, W), got "
+                                 f"{tuple(v.shape)} for modality {mod!r}")
     return [m for m in known if m in images]  # fixed order: the model's stream order
+
+
+def replication_loss(model: nn.Module, images: Mapping[str, Sequence[torch.Tensor]],
+                     radius: int = 2, dilation: int = 2,
+                     targets: dict[tuple[str, int], torch.Tensor] | None = None) -> float:
+    """The pre-training loss on whole volumes, without a gradient: per modality the mean over
+    its images of the L1 distance between ``model(x, modality)`` and :func:`mind_target`,
+    averaged over the modalities. ``targets``: a cache of the MIND targets (filled on first
+    use). The images are moved to the model's device; the model's train/eval mode is kept."""
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    order = [m for m in getattr(model, "modalities", images.keys()) if m in images]
+    targets = {} if targets is None else targets
+    was_training = model.training
+    model.eval()
+    try:
+        per_mod = []
+        with torch.no_grad():
+            for mod in order:
+                vals = []
+                for idx, img in enumerate(images[mod]):
+                    x = img.to(device=device, dtype=torch.float32)
+                    if (mod, idx) not in targets:
+                        targets[(mod, idx)] = mind_target(x, int(model.factor), radius, dilation)
+                    vals.append(float(F.l1_loss(model(x, mod), targets[(mod, idx)])))
+                per_mod.append(sum(vals) / len(vals))
+    finally:
+        model.train(was_training)
+    return sum(per_mod) / len(per_mod)
 
 
 def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], iterations: int,
              lr: float = 1e-3, radius: int = 2, dilation: int = 2, seed: int = 0,
              checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 100,
              log: LogFn | None = None, device: torch.device | str | None = None,
-             progress: bool = True, crop: int | Sequence[int] | None = None
+             progress: bool = True, crop: int | Sequence[int] | None = None,
+             val_images: Mapping[str, Sequence[torch.Tensor]] | None = None,
+             validate: ValidateFn | None = None, validate_every: int = 0,
+             curve: dict[str, list[tuple[int, float]]] | None = None
              ) -> tuple[FeatCNN, list[float]]:
     """Train ``model`` to replicate MIND-SSC.
 
@@ -99,6 +141,14 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
             volume; the target is the same crop of the whole image's MIND-SSC on the feature
             grid. ``None`` (default, the paper): whole volumes. Axes shorter than the crop are
             taken whole.
+        val_images: held-out images per modality (like ``images``): their
+            :func:`replication_loss` (whole volumes) is the validation loss ``val_loss``.
+        validate: ``validate(model) -> score`` (e.g. a :class:`suits.validation.Validator`'s
+            mean validation Dice), recorded as ``val_dice``.
+        validate_every: steps between validations, which also run before the first step and
+            after the last (0: only those two).
+        curve: if given, filled with ``{"val_loss": [(step, value), ...], "val_dice": [...]}``
+            (the measures given; also the validations before a resume, kept in the checkpoint).
 
     Returns:
         ``(model, losses)``: the trained model (in place) and the loss of every step so far
@@ -111,14 +161,25 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
     model.to(device).train()
     order = _check_images(model, images)
     factor = int(model.factor)
+    measures: dict[str, ValidateFn] = {}
+    if val_images is not None:
+        _check_images(model, val_images, "validation images")
+        val_targets: dict[tuple[str, int], torch.Tensor] = {}
+        measures["val_loss"] = lambda m: replication_loss(m, val_images, radius, dilation,
+                                                          val_targets)
+    if validate is not None:
+        measures["val_dice"] = validate
+    validation = ValidationLog(measures, validate_every, iterations, "pretrain")
 
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[float] = []
     rolling = ckpt.RollingCheckpoint(
-        checkpoint, model, opt, gen, iterations, checkpoint_every, {"losses": (losses, float)},
+        checkpoint, model, opt, gen, iterations, checkpoint_every,
+        {"losses": (losses, float), **validation.history()},
         dict(seed=seed, iterations=iterations, lr=lr, radius=radius, dilation=dilation), logger)
     start, _ = rolling.resume(device)
+    validation.resumed(model, start)
 
     cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -171,9 +232,13 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
         if log is not None:
             log(done, value)
         bar.set_postfix(loss=f"{value:.4f}")
+        validation(model, done)
         rolling.after_step(done)
     bar.close()
     if start < iterations:
         rolling.save(int(iterations))
         logger.info("pretrain finished: %d steps, last loss %.6f", iterations, losses[-1])
+    if curve is not None:
+        curve.clear()
+        curve.update(validation.columns())
     return model, losses

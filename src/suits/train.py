@@ -240,8 +240,9 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
     best: list[dict] = []  # at most one entry: the best validation's step, score and weights
     rolling = ckpt.RollingCheckpoint(
         checkpoint, model, opt, gen, steps, checkpoint_every,
-        {"losses": (losses, float), "k_backs": (k_backs, int), "val_steps": (val_steps, int),
-         "val_scores": (val_scores, float), "best": (best, dict)},
+        {"losses": (losses, float), "k_backs": (k_backs, int),
+         "val_steps": (val_steps, int, False), "val_scores": (val_scores, float, False),
+         "best": (best, dict, False)},
         dict(seed=seed, steps=steps, batch=batch, lr=lr, lam=lam, k_min=k_min, k_max=k_max,
              gamma=gamma, num_classes=K, warp_space=warp_space, label_warp_space=label_warp_space),
         logger)

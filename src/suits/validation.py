@@ -5,18 +5,24 @@ validation pair is registered with :func:`suits.register.register` (the test-tim
 moving labels are warped by the field as the evaluator warps them (one-hot, trilinear per
 channel, then argmax) and compared with the fixed labels; the score of a pair is the mean Dice
 over the structures present in either map, the score of the set the mean over pairs.
+
+:class:`ValidationLog` runs a trainer's validation measures on schedule and keeps them in its
+rolling checkpoint; :func:`write_curve` writes the learning-curve TSV every trainer produces.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from suits.register import register
 from suits.warp import warp_labels
 
-__all__ = ["mean_dice", "pair_scores", "Validator", "write_curve"]
+__all__ = ["mean_dice", "pair_scores", "Validator", "ValidationLog", "write_curve"]
+
+logger = logging.getLogger(__name__)
 
 Pair = Mapping[str, torch.Tensor]
 FieldFn = Callable[[Pair], torch.Tensor]
@@ -93,17 +99,96 @@ class Validator:
         return sum(s) / len(s)
 
 
+class ValidationLog:
+    """The validations of a training loop of ``total`` steps: each measure
+    (``name -> measure(model) -> float``, e.g. ``{"val_loss": ..., "val_dice": ...}``) taken
+    before the first step, every ``every`` steps (0: never in between) and after the last, at
+    most once per step.
+
+    Its lists go into the loop's :class:`suits.checkpoint.RollingCheckpoint` (:meth:`history`),
+    so a resumed run keeps the validations of before the interruption (:meth:`resumed`). With
+    no measures it records nothing. Measures must not draw from the training's random
+    generators.
+
+    Use::
+
+        log = ValidationLog(measures, every, total)
+        rolling = RollingCheckpoint(..., {"losses": (losses, float), **log.history()}, ...)
+        start, _ = rolling.resume(device)
+        log.resumed(model, start)
+        for step in range(start, total):
+            ...
+            log(model, step + 1)
+            rolling.after_step(step + 1)
+    """
+
+    def __init__(self, measures: Mapping[str, Callable[[Any], float]], every: int = 0,
+                 total: int = 0, name: str = "") -> None:
+        if int(every) < 0:
+            raise ValueError(f"validate_every must be >= 0, got {every}")
+        self.measures = dict(measures)
+        self.every = int(every)
+        self.total = int(total)
+        self.name = name
+        self.steps: list[int] = []
+        self.values: dict[str, list[float]] = {k: [] for k in self.measures}
+
+    def history(self) -> dict[str, tuple[list, type, bool]]:
+        """``RollingCheckpoint`` history entries: ``val_steps`` and one list per measure."""
+        out: dict[str, tuple[list, type, bool]] = {"val_steps": (self.steps, int, False)}
+        out.update({k: (v, float, False) for k, v in self.values.items()})
+        return out
+
+    def due(self, done: int) -> bool:
+        """Whether step ``done`` is validated: step 0, a multiple of ``every``, the last."""
+        return done == 0 or done == self.total or (self.every > 0 and done % self.every == 0)
+
+    def resumed(self, model: Any, start: int) -> None:
+        """After a resume from step ``start``: drop restored validations off the current
+        schedule (the last step of a shorter run being extended), then validate ``start`` if
+        due and missing (step 0 of a new run)."""
+        keep = [n for n, s in enumerate(self.steps) if s <= start and self.due(s)]
+        self.steps[:] = [self.steps[n] for n in keep]
+        for values in self.values.values():
+            values[:] = [values[n] for n in keep]
+        self(model, start)
+
+    def __call__(self, model: Any, done: int) -> None:
+        """Validate ``model`` after step ``done`` if it is due and not yet recorded."""
+        if not self.measures or not self.due(done) or (self.steps and self.steps[-1] == done):
+            return
+        scores = {k: float(m(model)) for k, m in self.measures.items()}
+        for k, v in scores.items():
+            self.values[k].append(v)
+        self.steps.append(int(done))
+        logger.info("%sstep %d validation %s", f"{self.name} " if self.name else "", done,
+                    " ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+
+    def columns(self) -> dict[str, list[tuple[int, float]]]:
+        """``{measure: [(step, value), ...]}`` of every validation so far."""
+        return {k: list(zip(self.steps, v)) for k, v in self.values.items()}
+
+
 def write_curve(path, losses: Sequence[float], curve: Sequence[tuple[int, float]],
-                initial: float | None = None) -> None:
+                initial: float | None = None,
+                columns: Mapping[str, Sequence[tuple[int, float]]] | None = None) -> None:
     """A learning-curve TSV: one row per step from 0 with columns ``step``, ``loss`` (the
-    training loss of that step; empty at step 0), ``val_dice`` (where validated, else empty)
-    and ``val_initial`` (the identity field's validation score, the reference line)."""
+    training loss of that step; empty at step 0), the further ``columns`` in their order
+    (``{name: [(step, value), ...]}``, e.g. ``val_loss``; empty where not validated),
+    ``val_dice`` (``curve``'s ``(step, score)``, empty where not validated) and
+    ``val_initial`` (the identity field's validation score, the reference line)."""
     from suits.atomic import write_text
 
+    extra = {k: dict(v) for k, v in (columns or {}).items()}
+    clash = sorted(set(extra) & {"step", "loss", "val_dice", "val_initial"})
+    if clash:
+        raise ValueError(f"write_curve: {clash} are fixed columns, not further columns")
     val = dict(curve)
     fmt = lambda x: "" if x is None else f"{x:.6g}"  # noqa: E731
-    lines = ["step\tloss\tval_dice\tval_initial"]
+    lines = ["\t".join(["step", "loss", *extra, "val_dice", "val_initial"])]
     for step in range(len(losses) + 1):
         loss = losses[step - 1] if step > 0 else None
-        lines.append(f"{step}\t{fmt(loss)}\t{fmt(val.get(step))}\t{fmt(initial)}")
+        cells = [str(step), fmt(loss), *(fmt(v.get(step)) for v in extra.values()),
+                 fmt(val.get(step)), fmt(initial)]
+        lines.append("\t".join(cells))
     write_text(path, "\n".join(lines) + "\n")

@@ -26,8 +26,11 @@ rule train_voxelmorph:
     input:
         pairs="{fdir}/train_pairs.tsv",
         images=lambda wc: train_pair_images(wc.fdir),
+        val_pairs="{fdir}/val_pairs.tsv",
+        val_images=lambda wc: val_pair_images(wc.fdir),
     output:
         model="{fdir}/models/voxelmorph.pt",
+        curve="{fdir}/models/voxelmorph_curve.tsv",
     log:
         "{fdir}/logs/train_voxelmorph.log",
     benchmark:
@@ -46,6 +49,7 @@ rule train_voxelmorph:
         mind_radius=config["pretrain"]["mind_radius"],
         mind_dilation=config["pretrain"]["mind_dilation"],
         checkpoint_every=config["voxelmorph"]["checkpoint_every"],
+        validate_every=config["voxelmorph"]["validate_every"],
         checkpoint_dir=lambda wc: f"{wc.fdir}/models/checkpoints",
         seed=config["seed"],
         device=config["device"],

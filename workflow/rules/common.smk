@@ -178,6 +178,13 @@ def val_pair_images(fdir):
     return aligned_of_ids(ids) + aligned_of_ids(ids, "label")
 
 
+# test-time registration settings of the validation Dice (suits.validation.Validator)
+VALIDATION_REGISTER = {
+    k: config["register"][k]
+    for k in ("iterations", "lam", "gamma", "solver", "tol", "warp_space")
+}
+
+
 def pair_images(wildcards):
     moving_id, fixed_id = split_pair_id(wildcards.pair)
     return {"fixed": aligned(fixed_id), "moving": aligned(moving_id)}
@@ -259,6 +266,25 @@ def example_method():
     return preferred if preferred in METHODS else METHODS[-1]
 
 
+# trainer (a panel of the learning-curve figure) -> its curve file in {fdir}/models/
+CURVES = {
+    "pretrain": "featcnn_pretrained_curve.tsv",
+    "suits": "featcnn_suits_curve.tsv",
+    "voxelmorph": "voxelmorph_curve.tsv",
+}
+
+
+def learning_curves(fdir):
+    """The curve files of the trainers the configured methods need (pre-training for
+    mind_pretrained and suits), by trainer."""
+    needed = {
+        "pretrain": bool({"mind_pretrained", "suits"} & set(METHODS)),
+        "suits": "suits" in METHODS,
+        "voxelmorph": "voxelmorph" in METHODS,
+    }
+    return {t: f"{fdir}/models/{f}" for t, f in CURVES.items() if needed[t]}
+
+
 def final_outputs():
     out = [
         f"{RES}/table2.csv",
@@ -273,6 +299,9 @@ def final_outputs():
         f"{RES}/runtime.md",
         f"{RES}/provenance.json",
     ]
+    for d in FOLD_DIRS:
+        if learning_curves(d):
+            out += [f"{d}/learning_curves.png", f"{d}/learning_curves.pdf"]
     return out
 
 

@@ -1,6 +1,7 @@
 # Report: Table 2 (Wilcoxon tests of SUITS against every other method), the box plots of
 # Figs. 3 and 4, the example pair of Fig. 2, the runtime table and the provenance record.
-# With split.folds > 1 every table and figure pools the test pairs of all folds.
+# With split.folds > 1 every table and figure pools the test pairs of all folds, except the
+# learning curves, one figure per fold folder.
 
 
 rule table2:
@@ -144,3 +145,27 @@ rule provenance:
         config=config,
     script:
         "../scripts/provenance.py"
+
+
+rule learning_curves:
+    input:
+        unpack(lambda wc: learning_curves(wc.fdir)),
+    output:
+        png=report(
+            "{fdir}/learning_curves.png",
+            caption="../report/learning_curves.rst",
+            category="Learning curves",
+            labels={"figure": "learning curves", "folder": "{fdir}"},
+        ),
+        pdf="{fdir}/learning_curves.pdf",
+    log:
+        "{fdir}/logs/learning_curves.log",
+    benchmark:
+        "{fdir}/benchmarks/learning_curves.tsv"
+    conda:
+        ENVS["report"]
+    threads: threads_for("light")
+    resources:
+        **resources_for("light"),
+    script:
+        "../scripts/learning_curves.py"

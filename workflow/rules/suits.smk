@@ -44,10 +44,7 @@ rule train_suits:
         checkpoint_dir=lambda wc: f"{wc.fdir}/models/checkpoints",
         validate_every=config["suits"]["validate_every"],
         select=config["suits"]["select"],
-        validation={
-            k: config["register"][k]
-            for k in ("iterations", "lam", "gamma", "solver", "tol", "warp_space")
-        },
+        validation=VALIDATION_REGISTER,
         seed=config["seed"],
         device=config["device"],
     script:
