@@ -30,6 +30,7 @@ rule table2:
         reference="suits" if "suits" in METHODS else None,
         test=config["evaluation"]["test"],
         std_over=config["evaluation"]["std_over"],
+        correction=config["evaluation"]["correction"],
     script:
         "../scripts/table2.py"
 
