@@ -217,6 +217,11 @@ def register_benchmarks(method):
     ]
 
 
+def register_runtimes():
+    """Method -> the benchmark files of its registration jobs (one per test pair)."""
+    return {m: register_benchmarks(m) for m in METHODS}
+
+
 TRAINING_BENCHMARKS = {
     "mind_pretrained": "pretrain_featcnn",
     "suits": "train_suits",
@@ -257,6 +262,8 @@ def final_outputs():
         f"{RES}/table2.csv",
         f"{RES}/table2.md",
         f"{RES}/table2.tex",
+        f"{RES}/l2r_table.csv",
+        f"{RES}/l2r_table.md",
         f"{RES}/fig3_dice.png",
         f"{RES}/fig3_dice.pdf",
         f"{RES}/fig4_hd95.png",
