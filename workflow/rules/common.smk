@@ -222,6 +222,11 @@ def register_runtimes():
     return {m: register_benchmarks(m) for m in METHODS}
 
 
+def itk_fields():
+    """Per fold and method, the folder of its fields as ITK displacement fields (itk_fields)."""
+    return [f"{d}/fields_itk/{m}" for d in FOLD_DIRS for m in METHODS]
+
+
 TRAINING_BENCHMARKS = {
     "mind_pretrained": "pretrain_featcnn",
     "suits": "train_suits",
@@ -272,6 +277,7 @@ def final_outputs():
         f"{RES}/runtime.csv",
         f"{RES}/runtime.md",
         f"{RES}/provenance.json",
+        *itk_fields(),
     ]
     return out
 
