@@ -165,6 +165,57 @@ def test_jacobian_folding_field_detected():
     assert math.isnan(s["jac_std_log"])
 
 
+def _quadratic_field(a, d=8, h=6, w=5):
+    """u_i = a i^2 / 2: d(i + u_i)/di = 1 + a i, exact under central differences in the
+    interior; one-sided at the ends: 1 + a/2 at i = 0 and 1 + a (2d - 3)/2 at i = d - 1."""
+    i = np.arange(d, dtype=np.float64)[:, None, None] * np.ones((1, h, w))
+    u = np.zeros((1, 3, d, h, w))
+    u[0, 0] = a * i**2 / 2
+    return u
+
+
+def test_jacobian_stats_hand_computed_smooth_field():
+    s = metrics.jacobian_stats(_quadratic_field(0.5))
+    # det per i-slab: 1.25 (one-sided), 1.5, 2, 2.5, 3, 3.5, 4, 4.25 (one-sided)
+    whole = [1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.25]
+    assert s["jac_std_log"] == pytest.approx(np.std(np.log(whole)), rel=1e-12)
+    assert s["jac_n_nonpos"] == 0 and s["jac_frac_nonpos"] == 0.0
+    # Learn2Reg's SDlogJ: interior i = 2..5 (det 2, 2.5, 3, 3.5), plus 3, log, population std
+    assert s["jac_sdlogj"] == pytest.approx(np.std(np.log([5.0, 5.5, 6.0, 6.5])), rel=1e-12)
+    assert metrics.sdlogj(_quadratic_field(0.5), shift=0.0) == pytest.approx(np.std(np.log([2, 2.5, 3, 3.5])))
+    # a constant Jacobian (affine field, det 1.5 everywhere) has SDlogJ 0
+    d, h, w = 7, 8, 9
+    i, j, k = np.meshgrid(np.arange(d), np.arange(h), np.arange(w), indexing="ij")
+    affine_u = np.stack([1.0 * i + 0.3 * j, -0.5 * j, 0.5 * k])[None]
+    assert metrics.sdlogj(affine_u) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.jacobian_stats(affine_u)["jac_std_log"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_jacobian_stats_hand_computed_fold():
+    s = metrics.jacobian_stats(_quadratic_field(-0.5))
+    # det per i-slab: 0.75, 0.5, 0, -0.5, -1, -1.5, -2, -2.25: six of eight slabs fold
+    assert s["jac_frac_nonpos"] == 0.75
+    assert s["jac_n_nonpos"] == 6 * 6 * 5
+    assert s["jac_std_log"] == pytest.approx(np.std(np.log([0.75, 0.5])), rel=1e-12)
+    # interior det 0, -0.5, -1, -1.5; plus 3: 3, 2.5, 2, 1.5
+    assert s["jac_sdlogj"] == pytest.approx(np.std(np.log([3.0, 2.5, 2.0, 1.5])), rel=1e-12)
+    # without the shift the clip at 1e-9 takes every folded voxel: interior det 0.5, 0.25, 0, -0.25
+    got = metrics.sdlogj(_quadratic_field(-0.25), shift=0.0)
+    assert got == pytest.approx(np.std(np.log([0.5, 0.25, 1e-9, 1e-9])), rel=1e-12)
+    assert math.isnan(metrics.sdlogj(np.zeros((1, 3, 4, 9, 9))))  # nothing left after the crop
+
+
+def test_tail_mean_hand_computed():
+    v = [0.1, 0.9, 0.5, float("nan"), 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 1.0]  # 10 finite: 3 in a tail
+    assert metrics.tail_mean(v) == pytest.approx(0.2)
+    assert metrics.tail_mean(v, highest=True) == pytest.approx(0.9)
+    assert metrics.tail_mean([4.0, 1.0, 3.0, 2.0, 5.0]) == pytest.approx(1.5)  # round(1.5) = 2
+    assert metrics.tail_mean([7.0]) == 7.0
+    assert math.isnan(metrics.tail_mean([float("nan")]))
+    with pytest.raises(ValueError):
+        metrics.tail_mean(v, fraction=0.0)
+
+
 # ----------------------------------------------------------------------------- evaluate
 # (suitsbench.evaluate: the one evaluator that warps moving labels and calls these metrics)
 
@@ -188,6 +239,10 @@ def test_evaluate_pair_identity_and_pair_ids():
     liver = rows[0]
     assert liver["dice"] == pytest.approx(2 * 6 * 7 * 6 / (2 * 8 * 7 * 6))
     assert liver["hd95"] == pytest.approx(4.0)  # 2 voxels of 2 mm
+    assert liver["hd95_vox"] == pytest.approx(2.0)
+    assert liver["jac_sdlogj"] == pytest.approx(0.0, abs=1e-12) and liver["jac_n_nonpos"] == 0
+    aniso = evaluate.evaluate_pair(fixed[None, None], moving[None, None], None, ORGANS, (2.0, 3.0, 1.0))[0]
+    assert aniso["hd95"] == pytest.approx(4.0) and aniso["hd95_vox"] == pytest.approx(2.0)
     assert liver["fixed_voxels"] == liver["warped_voxels"] == 8 * 7 * 6
     assert liver["jac_frac_nonpos"] == 0.0 and liver["jac_mean"] == pytest.approx(1.0)
     assert split_pair_id("ct3__to__mr1") == ("ct3", "mr1")
@@ -202,8 +257,9 @@ def test_write_and_read_metrics_roundtrip(tmp_path):
     from suitsbench import evaluate
 
     rows = [{"method": "initial", "pair": "a__to__b", "organ": "liver", "label": 1, "dice": 1 / 3,
-             "hd95": float("nan"), "fixed_voxels": 5, "warped_voxels": 0, "jac_frac_nonpos": 0.0,
-             "jac_std_log": 0.0, "jac_min": 1.0, "jac_mean": 1.0}]
+             "hd95": float("nan"), "hd95_vox": float("nan"), "fixed_voxels": 5, "warped_voxels": 0,
+             "jac_frac_nonpos": 0.0, "jac_n_nonpos": 0, "jac_std_log": 0.0, "jac_sdlogj": 0.0,
+             "jac_min": 1.0, "jac_mean": 1.0}]
     evaluate.write_metrics(rows, tmp_path / "m" / "initial.tsv")
     evaluate.write_metrics(list(reversed(rows)), tmp_path / "m" / "again.tsv")
     text = (tmp_path / "m" / "initial.tsv").read_text()

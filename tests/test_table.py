@@ -98,6 +98,37 @@ def test_few_pairs_and_errors():
     assert "p-val" not in {g for g, _ in no_p.columns}
 
 
+def test_holm_hand_computed():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max
+    np.testing.assert_allclose(t2.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    got = t2.holm([0.01, np.nan, 0.04])  # NaN stays NaN and does not count: m = 2
+    np.testing.assert_allclose(got[[0, 2]], [0.02, 0.04])
+    assert math.isnan(got[1])
+    np.testing.assert_allclose(t2.holm([0.6, 0.7]), [1.0, 1.0])  # capped at 1
+    assert t2.holm([]).size == 0
+
+
+def test_holm_correction_of_table2():
+    df = synthetic()
+    raw = t2.make_table2(df, METHODS, ORGANS)
+    default = t2.make_table2(df, METHODS, ORGANS, correction="none")
+    assert t2.to_markdown(raw) == t2.to_markdown(default) and "Holm" not in t2.to_markdown(raw)
+    tab = t2.make_table2(df, METHODS, ORGANS, correction="holm")
+    for col in ("Dice", "HD95"):
+        p_init, p_el = raw.loc["Initial", ("p-val", col)], raw.loc["SimpleElastix", ("p-val", col)]
+        lo, hi = sorted([p_init, p_el])
+        want = {lo: min(1.0, 2 * lo), hi: min(1.0, max(2 * lo, hi))}
+        assert tab.loc["Initial", ("p-val", col)] == pytest.approx(want[p_init], rel=1e-12)
+        assert tab.loc["SimpleElastix", ("p-val", col)] == pytest.approx(want[p_el], rel=1e-12)
+        assert math.isnan(tab.loc["SUITS (ours)", ("p-val", col)])
+    # everything but the p-values is unchanged
+    other = [c for c in tab.columns if c[0] != "p-val"]
+    pd.testing.assert_frame_equal(tab[other], raw[other])
+    assert "Holm-corrected for the 2 methods compared" in t2.caption(tab)
+    with pytest.raises(ValueError, match="correction"):
+        t2.make_table2(df, METHODS, ORGANS, correction="bonferroni")
+
+
 def test_formats():
     assert t2.fmt_dice(0.4712) == ".47"
     assert t2.fmt_dice(1.0) == "1.00"

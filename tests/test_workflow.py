@@ -60,7 +60,7 @@ def test_dry_run_default():
                  "affine_resample", "pretrain_featcnn", "train_suits", "register_suits",
                  "register_elastix", "train_voxelmorph", "register_voxelmorph",
                  "register_initial", "evaluate", "table2", "boxplot", "example_figure",
-                 "runtime", "provenance", "learning_curves"):
+                 "runtime", "provenance", "learning_curves", "l2r_table", "itk_fields"):
         assert rule in out, f"rule {rule} not planned\n{output_of(proc)}"
 
 
@@ -133,7 +133,8 @@ def test_bad_config_fails_with_one_line(override, key):
 @pytest.mark.slow
 def test_ci_workflow_end_to_end():
     """The complete workflow on the CI config from scratch; Table 2 has every method, Dice in
-    [0, 1], SUITS not below initial; the figures, runtime table and provenance exist."""
+    [0, 1], SUITS not below initial; the figures, runtime table, Learn2Reg-style table, ITK fields
+    and provenance exist."""
     import pandas as pd
 
     from suitsbench.table import METHOD_NAMES
@@ -156,10 +157,16 @@ def test_ci_workflow_end_to_end():
     assert pd.isna(table.loc[METHOD_NAMES["suits"], "p-val Dice"])
     for name in ("table2.md", "table2.tex", "fig3_dice.png", "fig3_dice.pdf", "fig4_hd95.png",
                  "fig4_hd95.pdf", "fig2_example.png", "runtime.csv", "runtime.md",
-                 "provenance.json"):
+                 "provenance.json", "l2r_table.md"):
         assert (CI_RESULTS / name).stat().st_size > 0, name
     runtime = pd.read_csv(CI_RESULTS / "runtime.csv", index_col=0)
     assert all(n in runtime.index for n in names), runtime.index
+    l2r = pd.read_csv(CI_RESULTS / "l2r_table.csv", index_col=0)
+    assert list(l2r.index) == names
+    assert (l2r["dsc30"] <= l2r["dsc"]).all() and (l2r["hd95_30_mm"] >= l2r["hd95_mm"]).all(), l2r
+    assert sorted(l2r["rank"])[0] == 1 and (l2r["runtime_s"] > 0).all(), l2r
+    for m in METHODS:
+        assert len(list((CI_RESULTS / "fields_itk" / m).glob("*.nii.gz"))) == 4, m
     # training checkpoints are removed after success; nothing temporary is left behind
     assert not list((CI_RESULTS / "models" / "checkpoints").glob("*.pt"))
     assert not list(CI_RESULTS.rglob("*.tmp*"))
@@ -176,7 +183,7 @@ def test_ci_workflow_end_to_end():
     planned = set(re.findall(r"^(\w+)\s+\d+\s*$", changed.stdout + changed.stderr, re.M)) - {"total"}
     assert "register_elastix" in planned, output_of(changed)
     assert planned <= {"all", "register_elastix", "evaluate", "table2", "boxplot", "runtime",
-                       "example_figure", "provenance"}, planned
+                       "example_figure", "provenance", "l2r_table", "itk_fields"}, planned
 
     # the self-contained HTML report holds Table 2 and the figures
     html = CI_RESULTS / "report.html"

@@ -8,7 +8,8 @@ process): ``mind`` (MIND-SSC), ``featcnn`` (the Y-shaped FeatCNN), ``warp`` (fie
 warping), ``diffusion`` (the Brox Gauss-Newton step), ``solver`` (its linear solve as an
 autograd layer), ``register`` (iterative registration), ``pretrain`` (MIND replication),
 ``train`` (Algorithm 1), ``norm`` (FeatCNN's fused instance norm + ReLU), ``io``,
-``checkpoint``, ``modelfile`` (model files), ``pairs`` (training-pair lists), ``cli``.
+``fieldfile`` (field files without torch: the contract and the ITK form), ``checkpoint``,
+``modelfile`` (model files), ``pairs`` (training-pair lists), ``cli``.
 
 Programs that run SUITS tune their own process with one explicit call,
 :func:`suits.tuning.tune_process`, before importing torch (the ``suits`` CLI, the workflow's

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from suits.atomic import atomic_path
+from suits.fieldfile import FIELD_DESCRIPTION, read_contract
 
 __all__ = [
     "FIELD_DESCRIPTION",
@@ -26,7 +27,6 @@ __all__ = [
     "load_field",
 ]
 
-FIELD_DESCRIPTION = "displacement, voxels, ijk"
 PathLike = str | os.PathLike
 
 
@@ -134,12 +134,6 @@ def save_field(path: PathLike, u: np.ndarray | torch.Tensor, affine: np.ndarray)
 
 def load_field(path: PathLike, device: torch.device | str | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Read a contract field: ``(u (1,3,D,H,W) float32, affine)``. Accepts ``(X,Y,Z,3)`` and the
-    ITK/NIfTI-standard ``(X,Y,Z,1,3)``."""
-    img = nib.load(str(path))
-    data = np.asarray(img.get_fdata(dtype=np.float32))
-    if data.ndim == 5 and data.shape[3] == 1:
-        data = data[:, :, :, 0, :]
-    if data.ndim != 4 or data.shape[-1] != 3:
-        raise ValueError(f"{path}: a displacement field is (X,Y,Z,3), got {data.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(data, -1, 0)))
-    return t[None].to(device=device), np.asarray(img.affine, dtype=np.float64)
+    ITK/NIfTI-standard ``(X,Y,Z,1,3)``; refuses an ITK field (mm, LPS: ``suits.fieldfile``)."""
+    u, affine = read_contract(path)
+    return torch.from_numpy(u)[None].to(device=device), affine

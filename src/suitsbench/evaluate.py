@@ -2,9 +2,10 @@
 
 For each pair the moving label map is warped onto the fixed grid with the shared
 ``suits.warp.warp_labels`` (one-hot, trilinear per class, ``argmax`` over classes) and compared
-with the fixed label map per organ (Dice, HD95 in mm); the field's Jacobian statistics are
-added to every row of the pair. A method without a field (``field_path_for`` returns None,
-e.g. ``initial``) is scored with the identity, i.e. the unwarped moving labels.
+with the fixed label map per organ (Dice, HD95 in mm and in voxels of the grid); the field's
+Jacobian statistics (``suitsbench.metrics.jacobian_stats``) are added to every row of the
+pair. A method without a field (``field_path_for`` returns None, e.g. ``initial``) is scored
+with the identity, i.e. the unwarped moving labels.
 
 Rows are long format, one per (method, pair, organ), columns ``ROW_COLUMNS``.
 """
@@ -21,8 +22,8 @@ from suits.atomic import write_text
 from suitsbench import metrics
 
 ROW_COLUMNS = (
-    "method", "pair", "organ", "label", "dice", "hd95", "fixed_voxels", "warped_voxels",
-    "jac_frac_nonpos", "jac_std_log", "jac_min", "jac_mean",
+    "method", "pair", "organ", "label", "dice", "hd95", "hd95_vox", "fixed_voxels", "warped_voxels",
+    "jac_frac_nonpos", "jac_n_nonpos", "jac_std_log", "jac_sdlogj", "jac_min", "jac_mean",
 )
 PathLike = str | os.PathLike
 
@@ -60,6 +61,9 @@ def evaluate_pair(
 ) -> list[dict[str, Any]]:
     """Rows (without ``method``/``pair``) for one pair: per organ Dice/HD95, plus Jacobian stats.
 
+    ``hd95`` is in mm (``spacing``), ``hd95_vox`` in voxels (unit spacing, as Learn2Reg's
+    evaluation computes it on its isotropic grids).
+
     ``fixed_labels``/``moving_labels`` are index maps ``(1,1,D,H,W)``; ``u`` the voxel
     displacement ``(1,3,D,H,W)`` on the fixed grid, or None for the identity.
     """
@@ -76,6 +80,7 @@ def evaluate_pair(
     labels = [int(k) for k in organs]
     d = metrics.dice(fixed, warped, labels)
     h = metrics.hd95(fixed, warped, spacing, labels, empty=hd95_empty, reduction=hd95_reduction)
+    hv = metrics.hd95(fixed, warped, (1.0, 1.0, 1.0), labels, empty=hd95_empty, reduction=hd95_reduction)
     jac = metrics.jacobian_stats(u if u is not None else np.zeros((1, 3) + fixed.shape))
     return [
         {
@@ -83,6 +88,7 @@ def evaluate_pair(
             "label": k,
             "dice": d[k],
             "hd95": h[k],
+            "hd95_vox": hv[k],
             "fixed_voxels": int((fixed == k).sum()),
             "warped_voxels": int((warped == k).sum()),
             **jac,

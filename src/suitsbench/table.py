@@ -12,7 +12,9 @@ and organ with columns ``method, pair, organ, dice, hd95``).
 - ``p-val``: the reference method (SUITS) against each other method over the per-pair
   mean-organ scores of the pairs both have, two-sided; ``test="signed-rank"`` (default,
   paired: ``scipy.stats.wilcoxon``) or ``test="rank-sum"`` (``scipy.stats.ranksums``). The
-  reference row holds NaN (rendered ``-``).
+  reference row holds NaN (rendered ``-``). ``correction="holm"`` adjusts the p-values of each
+  metric for the number of methods compared (Holm's step-down method, :func:`holm`);
+  ``"none"`` (default) reports them unadjusted.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ ORGAN_NAMES: dict[str, str] = {
 }
 METRICS: dict[str, str] = {"dice": "Dice", "hd95": "HD95"}
 Test = Literal["signed-rank", "rank-sum"]
+Correction = Literal["none", "holm"]
 #: below this many pairs a two-sided exact signed-rank test cannot reach p < 0.05
 MIN_PAIRS_SIGNIFICANT = 6
 
@@ -100,6 +103,25 @@ def compare(ref: np.ndarray, other: np.ndarray, test: Test = "signed-rank") -> f
     raise ValueError(f"test must be 'signed-rank' or 'rank-sum', got {test!r}")
 
 
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the input order.
+
+    With the ``m`` finite p-values sorted ascending, ``p_(1) <= ... <= p_(m)``, the adjusted
+    ``p~_(i) = min(1, max_{j <= i} (m - j + 1) p_(j))``; NaN entries stay NaN and do not count
+    in ``m``. Rejecting where ``p~ < alpha`` controls the family-wise error rate at ``alpha``.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    order = ok[np.argsort(p[ok], kind="mergesort")]
+    running = 0.0
+    for i, idx in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[idx]))
+        out[idx] = running
+    return out
+
+
 def make_table2(
     metrics_df: pd.DataFrame,
     methods: Mapping[str, str] | Sequence[str] | None = None,
@@ -107,18 +129,22 @@ def make_table2(
     reference: str | None = "suits",
     test: Test = "signed-rank",
     std_over: Literal["all", "pairs"] = "all",
+    correction: Correction = "none",
 ) -> pd.DataFrame:
     """Table 2 as a DataFrame.
 
     Rows: methods (display names, in the given order). Columns: a ``(group, metric)``
     MultiIndex with groups the organ display names, ``mean``, ``std`` and (unless
     ``reference`` is None) ``p-val``; metrics ``Dice`` and ``HD95``. ``df.attrs`` holds
-    ``n_pairs`` (per method), ``test``, ``reference``, ``std_over`` and ``notes``.
+    ``n_pairs`` (per method), ``test``, ``reference``, ``std_over``, ``correction``,
+    ``n_compared`` (p-values per metric that entered the correction) and ``notes``.
     """
     if test not in ("signed-rank", "rank-sum"):
         raise ValueError(f"test must be 'signed-rank' or 'rank-sum', got {test!r}")
     if std_over not in ("all", "pairs"):
         raise ValueError(f"std_over must be 'all' or 'pairs', got {std_over!r}")
+    if correction not in ("none", "holm"):
+        raise ValueError(f"correction must be 'none' or 'holm', got {correction!r}")
     meth = display_names(methods, METHOD_NAMES, metrics_df["method"].unique())
     org = display_names(organs, ORGAN_NAMES, metrics_df["organ"].unique())
     missing = [m for m in meth if m not in set(metrics_df["method"])]
@@ -160,6 +186,14 @@ def make_table2(
                     if note not in notes:
                         notes.append(note)
 
+    n_compared = 0
+    if reference is not None:
+        for col in METRICS.values():
+            raw = table[("p-val", col)].to_numpy(dtype=np.float64)
+            n_compared = max(n_compared, int(np.isfinite(raw).sum()))
+            if correction == "holm":
+                table[("p-val", col)] = holm(raw)
+
     table.attrs.update(
         {
             "n_pairs": n_pairs,
@@ -167,6 +201,8 @@ def make_table2(
             "reference": reference,
             "reference_name": meth[reference] if reference is not None else None,
             "std_over": std_over,
+            "correction": correction,
+            "n_compared": n_compared,
             "notes": notes,
         }
     )
@@ -244,6 +280,11 @@ def caption(table: pd.DataFrame) -> str:
             f"p-val: two-sided {name} test of {table.attrs.get('reference_name', ref)} against each method "
             "over the per-pair mean-organ scores."
         )
+        if table.attrs.get("correction", "none") == "holm":
+            parts.append(
+                f"p-values Holm-corrected for the {table.attrs.get('n_compared', '?')} methods compared, "
+                "per metric."
+            )
     parts.extend(f"Note: {n}." for n in table.attrs.get("notes", []))
     return " ".join(parts)
 

@@ -231,6 +231,16 @@ def register_benchmarks(method):
     ]
 
 
+def register_runtimes():
+    """Method -> the benchmark files of its registration jobs (one per test pair)."""
+    return {m: register_benchmarks(m) for m in METHODS}
+
+
+def itk_fields():
+    """Per fold and method, the folder of its fields as ITK displacement fields (itk_fields)."""
+    return [f"{d}/fields_itk/{m}" for d in FOLD_DIRS for m in METHODS]
+
+
 TRAINING_BENCHMARKS = {
     "mind_pretrained": "pretrain_featcnn",
     "suits": "train_suits",
@@ -290,6 +300,8 @@ def final_outputs():
         f"{RES}/table2.csv",
         f"{RES}/table2.md",
         f"{RES}/table2.tex",
+        f"{RES}/l2r_table.csv",
+        f"{RES}/l2r_table.md",
         f"{RES}/fig3_dice.png",
         f"{RES}/fig3_dice.pdf",
         f"{RES}/fig4_hd95.png",
@@ -298,6 +310,7 @@ def final_outputs():
         f"{RES}/runtime.csv",
         f"{RES}/runtime.md",
         f"{RES}/provenance.json",
+        *itk_fields(),
     ]
     for d in FOLD_DIRS:
         if learning_curves(d):

@@ -1,5 +1,6 @@
 # Evaluation: one evaluator for every method (suitsbench.evaluate): the moving labels warped
-# with the method's field, Dice and HD95 (mm) per organ and pair, Jacobian statistics.
+# with the method's field, Dice and HD95 (mm, voxels) per organ and pair, Jacobian statistics;
+# and every field as an ITK displacement field for ANTs, SimpleITK and 3D Slicer.
 
 
 rule evaluate:
@@ -26,3 +27,21 @@ rule evaluate:
         hd95_reduction=config["evaluation"]["hd95_reduction"],
     script:
         "../scripts/evaluate.py"
+
+
+rule itk_fields:
+    input:
+        method_fields,
+    output:
+        directory("{fdir}/fields_itk/{method}"),
+    log:
+        "{fdir}/logs/itk_fields/{method}.log",
+    benchmark:
+        "{fdir}/benchmarks/itk_fields/{method}.tsv"
+    conda:
+        ENVS["report"]
+    threads: threads_for("light")
+    resources:
+        **resources_for("light"),
+    script:
+        "../scripts/itk_fields.py"

@@ -1,5 +1,6 @@
-# Report: Table 2 (Wilcoxon tests of SUITS against every other method), the box plots of
-# Figs. 3 and 4, the example pair of Fig. 2, the runtime table and the provenance record.
+# Report: Table 2 (Wilcoxon tests of SUITS against every other method), the Learn2Reg-style
+# summary and ranking, the box plots of Figs. 3 and 4, the example pair of Fig. 2, the runtime
+# table, the provenance record and the learning curves.
 # With split.folds > 1 every table and figure pools the test pairs of all folds, except the
 # learning curves, one figure per fold folder.
 
@@ -31,8 +32,38 @@ rule table2:
         reference="suits" if "suits" in METHODS else None,
         test=config["evaluation"]["test"],
         std_over=config["evaluation"]["std_over"],
+        correction=config["evaluation"]["correction"],
     script:
         "../scripts/table2.py"
+
+
+rule l2r_table:
+    input:
+        metrics=all_metrics(),
+        runtimes=[f for files in register_runtimes().values() for f in files],
+    output:
+        csv=report(
+            f"{RES}/l2r_table.csv",
+            caption="../report/l2r_table.rst",
+            category="Learn2Reg-style summary",
+            labels={"table": "Learn2Reg-style summary (csv)"},
+        ),
+        md=f"{RES}/l2r_table.md",
+    log:
+        f"{RES}/logs/l2r_table.log",
+    benchmark:
+        f"{RES}/benchmarks/l2r_table.tsv"
+    conda:
+        ENVS["report"]
+    threads: threads_for("light")
+    resources:
+        **resources_for("light"),
+    params:
+        methods=METHODS,
+        organs=ORGANS,
+        runtime_files=register_runtimes(),
+    script:
+        "../scripts/l2r_table.py"
 
 
 rule boxplot:

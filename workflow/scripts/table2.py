@@ -1,5 +1,5 @@
 """Rule table2: Table 2 (mean Dice/HD95 per organ, mean, std, Wilcoxon p-values of SUITS
-against each method) as CSV, Markdown and LaTeX (suitsbench.table)."""
+against each method, optionally Holm-corrected) as CSV, Markdown and LaTeX (suitsbench.table)."""
 from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
@@ -15,6 +15,7 @@ table = make_table2(
     reference=p.reference,
     test=p.test,
     std_over=p.std_over,
+    correction=p.correction,
 )
 write_table2(table, o.csv, o.md, o.tex)
 print(table.attrs)
