@@ -35,9 +35,9 @@ rule train_voxelmorph:
         "{fdir}/logs/train_voxelmorph.log",
     benchmark:
         "{fdir}/benchmarks/train_voxelmorph.tsv"
+    priority: 10
     conda:
         ENVS["baselines"]
-    priority: 10
     threads: threads_for("train")
     resources:
         **resources_for("train"),

@@ -17,9 +17,9 @@ rule pretrain_featcnn:
         "{fdir}/logs/pretrain_featcnn.log",
     benchmark:
         "{fdir}/benchmarks/pretrain_featcnn.tsv"
+    priority: 20
     conda:
         ENVS["suits"]
-    priority: 20
     threads: threads_for("train")
     resources:
         **resources_for("train"),

@@ -18,9 +18,9 @@ rule train_suits:
         "{fdir}/logs/train_suits.log",
     benchmark:
         "{fdir}/benchmarks/train_suits.tsv"
+    priority: 20
     conda:
         ENVS["suits"]
-    priority: 20
     threads: threads_for("train")
     resources:
         **resources_for("train"),
