@@ -7,7 +7,7 @@ import pytest
 
 from suitsbench import phantom
 from suitsbench.errors import InputError
-from suitsbench.preprocess import (crop_or_pad, isotropic_grid, normalise_image,
+from suitsbench.preprocess import (crop_or_pad, isotropic_grid, normalise_image, shape_holding,
                                    preprocess_arrays, preprocess_case, relabel,
                                    reorient_canonical, resample_isotropic, resize_to_reference)
 
@@ -218,3 +218,36 @@ def test_oblique_anisotropic_int16_scan(tmp_path):
     for v in range(1, 7):
         d = world_centroid(out.label, out.affine, v) - world_centroid(lab, aff, v)
         assert np.abs(d).max() < 1.0, (v, d)
+
+
+def test_fov_mask_marks_the_scanned_voxels_of_a_padded_slab():
+    """A 3 mm slab of 10 slices (LPS) padded to a 2 mm grid of 40 slices: the mask covers the
+    slab's 30 mm (15 slices) and nothing else; the image's padding lies outside it."""
+    shape = (20, 16, 10)
+    A = phantom.grid_affine(shape, 3.0, "LPS")
+    img = np.random.default_rng(0).normal(100, 10, shape).astype(np.float32)
+    out = preprocess_arrays(img, A, None, labels_map={1: "liver"}, spacing=2.0,
+                            shape=(30, 24, 40), normalise="none")
+    assert out.fov.dtype == np.uint8 and out.fov.shape == (30, 24, 40)
+    assert out.fov[:, :, :13].sum() == 0 and out.fov[:, :, 28:].sum() == 0
+    assert out.fov[:, :, 13:28].all()         # start (15 - 40) // 2 = -13
+    assert np.all(out.image[out.fov == 0] == img.min())
+    assert out.image[out.fov == 1].mean() == pytest.approx(100, abs=2)
+
+
+def test_grid_that_crops_labels_warns_with_the_file_and_a_grid(capsys):
+    shape = (40, 40, 40)
+    A = phantom.grid_affine(shape, 2.0)
+    img = np.random.default_rng(1).normal(0, 1, shape).astype(np.float32)
+    lab = np.zeros(shape, np.uint8)
+    lab[2:30, 10:30, 10:30] = 1                 # reaches 18 voxels below the centre
+    preprocess_arrays(img, A, lab, labels_map={1: "liver"}, spacing=2.0, shape=(40, 40, 40),
+                      where="ct_07.nii.gz")
+    assert capsys.readouterr().err == ""
+    out = preprocess_arrays(img, A, lab, labels_map={1: "liver"}, spacing=2.0,
+                            shape=(24, 40, 40), where="ct_07.nii.gz")
+    err = capsys.readouterr().err
+    assert "ct_07.nii.gz" in err and "cuts off" in err and "[40, 40, 40]" in err
+    assert (out.label > 0).sum() < (lab > 0).sum()
+    assert shape_holding(lab > 0, (24, 40, 40)) == (40, 40, 40)
+    assert shape_holding(lab > 0, (24, 40, 40), multiple=1) == (35, 40, 40)  # start 2

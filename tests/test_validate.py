@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from suitsbench.errors import InputError
+from suitsbench.errors import InputError, InputErrors
 from suitsbench.manifest import read_manifest, write_manifest
 from suitsbench.validate import check_labels_config, validate_config, validate_records
 
@@ -55,7 +55,13 @@ def expect(manifest: Path, needle: str, row: int | None = None, file: str | None
         run(manifest, **kw)
     msg = str(exc.value)
     assert needle in msg, msg
-    assert "\n" not in msg and "; " in msg, msg          # one line, with a fix
+    lines = msg.splitlines()                              # one line per problem, with a fix
+    if isinstance(exc.value, InputErrors):
+        assert lines[0] == f"{len(lines) - 1} input problems (one per line):", msg
+        lines = lines[1:]
+    else:
+        assert len(lines) == 1, msg
+    assert all("; " in line for line in lines), msg
     if row is not None:
         assert f"{manifest}:{row}" in msg, msg
     if file is not None:
@@ -277,3 +283,37 @@ def test_validate_config(tmp_path):
         validate_config(cfg)
     with pytest.raises(InputError, match="data.manifest"):
         validate_config({"data": {}})
+
+
+def test_every_bad_file_is_reported_in_one_run(tmp_path):
+    """Three broken cases (a NaN image, an unknown label value, a missing label file) and a
+    good one: one run names all three, one line each, and not the good one."""
+    nan = np.zeros(SHAPE, np.float32)
+    nan[0, 0, 0] = np.nan
+    bad_label = np.zeros(SHAPE, np.uint8)
+    bad_label[1, 1, 1] = 9
+    m = dataset(tmp_path, **{"ct0_ct": {"image": nan}, "mr1_mr": {"label": bad_label}})
+    (tmp_path / "ct2_ct_lab.nii.gz").unlink()
+    with pytest.raises(InputErrors) as exc:
+        run(m)
+    lines = str(exc.value).splitlines()
+    assert lines[0] == "3 input problems (one per line):"
+    assert len(exc.value.errors) == 3
+    assert "ct0_ct_img" in lines[1] and "NaN" in lines[1]
+    assert "ct2_ct_lab" in lines[2] and "file not found" in lines[2]
+    assert "mr1_mr_lab" in lines[3] and "[9]" in lines[3]
+    assert not any("ct1" in line or "mr0" in line for line in lines)
+
+
+def test_every_bad_manifest_row_is_reported(tmp_path):
+    m = tmp_path / "manifest.tsv"
+    m.write_text("subject\tmodality\timage\tlabel\tsplit\n"
+                 "a\tct\ta.nii\t\ttrain\n"
+                 "b c\tct\tb.nii\t\t\n"
+                 "d\tmr\t\t\t\n"
+                 "e\tmr\te.nii\t\tvalidation\n"
+                 "a\tct\tf.nii\t\t\n")
+    with pytest.raises(InputErrors) as exc:
+        read_manifest(m)
+    lines = str(exc.value).splitlines()[1:]
+    assert [line.split(": ")[0] for line in lines] == [f"{m}:{n}" for n in (3, 4, 5, 6)]

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "AffineSettings", "register_affine", "resample_affine", "voxel_map", "level_affine",
-    "centre_of_mass", "initial_transform", "affine_grid_for",
+    "centre_of_mass", "initial_transform", "affine_grid_for", "INIT_MODES",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -126,41 +126,80 @@ def resample_affine(moving: ArrayLike, moving_affine: np.ndarray, T: np.ndarray,
                                     order=order, mode="constant", cval=cval)
 
 
-def _foreground(img: np.ndarray, fraction: float = 0.15) -> np.ndarray:
-    lo, hi = np.percentile(img, [1.0, 99.0])
-    return img > lo + fraction * (hi - lo)
+def _foreground(img: np.ndarray, fraction: float = 0.15, mask: np.ndarray | None = None
+                ) -> np.ndarray:
+    if mask is None:
+        lo, hi = np.percentile(img, [1.0, 99.0])
+        return img > lo + fraction * (hi - lo)
+    inside = np.asarray(mask).reshape(img.shape) > 0
+    if not inside.any():
+        return inside
+    lo, hi = np.percentile(img[inside], [1.0, 99.0])
+    return inside & (img > lo + fraction * (hi - lo))
 
 
-def centre_of_mass(image: ArrayLike, affine: np.ndarray) -> np.ndarray:
+def _numpy3d(x: ArrayLike) -> np.ndarray:
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return np.asarray(a, np.float32).reshape(a.shape[-3:])
+
+
+def centre_of_mass(image: ArrayLike, affine: np.ndarray, mask: ArrayLike | None = None
+                   ) -> np.ndarray:
     """World position (mm) of the centre of mass of the image's foreground (above 15 % of the
-    1-99 % percentile range); the field-of-view centre if the foreground is empty."""
-    img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    img = np.asarray(img, np.float32).reshape(img.shape[-3:])
-    mask = _foreground(img)
-    if mask.any():
-        c = np.array(ndimage.center_of_mass(mask))
+    1-99 % percentile range, within ``mask`` when given: the scanned voxels, not padding);
+    the field-of-view centre if the foreground is empty."""
+    img = _numpy3d(image)
+    fg = _foreground(img, mask=None if mask is None else _numpy3d(mask))
+    if fg.any():
+        c = np.array(ndimage.center_of_mass(fg))
     else:
         c = (np.asarray(img.shape, float) - 1) / 2
     a = np.asarray(affine, float)
     return a[:3, :3] @ c + a[:3, 3]
 
 
+INIT_MODES = ("com", "search", "fov", "identity")
+
+
 def initial_transform(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndarray,
-                      moving_affine: np.ndarray, init: str = "com") -> np.ndarray:
-    """Initial translation (fixed world -> moving world): ``"com"`` foreground centres of mass,
-    ``"fov"`` field-of-view centres, ``"identity"`` the headers as they are."""
+                      moving_affine: np.ndarray, init: str = "com",
+                      fixed_mask: ArrayLike | None = None, moving_mask: ArrayLike | None = None,
+                      settings: "AffineSettings | None" = None) -> np.ndarray:
+    """Initial transform (fixed world -> moving world): ``"com"`` the translation between the
+    foreground centres of mass, ``"search"`` the centre-of-mass start refined by the
+    exhaustive coarse search of :func:`suitsbench.globalinit.search_initial` (kept only when
+    it beats the start by ``settings.init_margin``), ``"fov"`` the field-of-view centres,
+    ``"identity"`` the headers as they are. Masks (nonzero = scanned) keep padding out of
+    the centre of mass and the search."""
     T = np.eye(4)
     if init == "identity":
         return T
-    if init == "com":
-        T[:3, 3] = centre_of_mass(moving, moving_affine) - centre_of_mass(fixed, fixed_affine)
+    if init in ("com", "search"):
+        T[:3, 3] = (centre_of_mass(moving, moving_affine, moving_mask)
+                    - centre_of_mass(fixed, fixed_affine, fixed_mask))
+        if init == "search":
+            from suitsbench.globalinit import search_initial
+
+            st = AffineSettings() if settings is None else settings
+            start = T
+            T, res = search_initial(
+                _numpy3d(fixed), _numpy3d(moving), fixed_affine, moving_affine, start,
+                margin=st.init_margin, fixed_mask=None if fixed_mask is None else _numpy3d(
+                    fixed_mask), moving_mask=None if moving_mask is None else _numpy3d(
+                    moving_mask), spacing=st.init_spacing, scales=st.init_scales,
+                min_overlap=st.init_min_overlap)
+            log.info("affine init search: best offset %s mm from the centre-of-mass start, "
+                     "scale %.3g, cost %.4g (start %.4g), overlap %.2f, lattice %.1f mm; %s",
+                     np.round(res.offset_mm, 1).tolist(), res.scale, res.cost, res.start_cost,
+                     res.overlap, res.spacing,
+                     "start kept" if T is start or np.array_equal(T, start) else "moved")
     elif init == "fov":
         def fov(shape, a):
             c = (np.asarray(shape[-3:], float) - 1) / 2
             return np.asarray(a, float)[:3, :3] @ c + np.asarray(a, float)[:3, 3]
         T[:3, 3] = fov(moving.shape, moving_affine) - fov(fixed.shape, fixed_affine)
     else:
-        raise ValueError(f"init must be 'com', 'fov' or 'identity', got {init!r}")
+        raise ValueError(f"init must be one of {INIT_MODES}, got {init!r}")
     return T
 
 
@@ -222,6 +261,13 @@ class AffineSettings:
         radius, dilation: MIND-SSC patch radius and neighbour distance (level voxels).
         tol: stop a level early once an update moves no fixed-grid corner by more than ``tol``
             level voxels.
+        init_margin, init_min_overlap, init_scales, init_spacing: the global search of
+            ``init="search"`` (:mod:`suitsbench.globalinit`): its winner replaces the
+            centre-of-mass start only when its cost is below ``1 - init_margin`` times the
+            start's; offsets whose field-of-view overlap is below ``init_min_overlap`` of the
+            smaller image are not considered; ``init_scales`` are the scales tried (about the
+            moving field-of-view centre); ``init_spacing`` the lattice spacing in mm (default:
+            :func:`suitsbench.globalinit.coarse_spacing`).
 
     Lists given for the per-level fields are stored as tuples.
     """
@@ -240,9 +286,13 @@ class AffineSettings:
     radius: int = 1
     dilation: int = 1
     tol: float = 0.02
+    init_margin: float = 0.1
+    init_min_overlap: float = 0.5
+    init_scales: Sequence[float] = (1.0,)
+    init_spacing: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("levels", "iterations", "block", "block_stride", "search"):
+        for name in ("levels", "iterations", "block", "block_stride", "search", "init_scales"):
             object.__setattr__(self, name, _tupled(getattr(self, name)))
 
 
@@ -256,10 +306,22 @@ class _Level(NamedTuple):
     stride: int
 
 
-def _plan_levels(f_vol: torch.Tensor, m_vol: torch.Tensor, settings: AffineSettings
+def _mask_extent(vol: torch.Tensor, mask: torch.Tensor | None) -> tuple[int, ...]:
+    """Grid shape of ``vol``, or the bounding box of the nonzero voxels of ``mask``."""
+    if mask is None:
+        return tuple(int(v) for v in vol.shape[2:])
+    idx = torch.nonzero(mask[0, 0] > 0)
+    if not len(idx):
+        return tuple(int(v) for v in vol.shape[2:])
+    return tuple(int(v) for v in (idx.max(0).values - idx.min(0).values + 1))
+
+
+def _plan_levels(f_vol: torch.Tensor, m_vol: torch.Tensor, settings: AffineSettings,
+                 f_mask: torch.Tensor | None = None, m_mask: torch.Tensor | None = None
                  ) -> list[_Level]:
     """The levels that run, coarse to fine, with their per-level values (defaults filled in,
-    too small levels skipped)."""
+    too small levels skipped). With field-of-view masks the size of a level is that of the
+    masks' bounding boxes (a thin slab padded to the grid does not count as a full grid)."""
     levels = settings.levels
     nl = len(levels)
     if nl == 0:
@@ -271,16 +333,21 @@ def _plan_levels(f_vol: torch.Tensor, m_vol: torch.Tensor, settings: AffineSetti
                        "iterations")
     searches = _per_level(3 if settings.search is None else settings.search, nl, "search")
 
+    f_ext, m_ext = _mask_extent(f_vol, f_mask), _mask_extent(m_vol, m_mask)
+
     def grid(x: torch.Tensor, f: int) -> tuple[int, ...]:
         return tuple(int(v) // int(f) for v in x.shape[2:])
 
+    def extent(ext: tuple[int, ...], f: int) -> tuple[int, ...]:
+        return tuple(int(v) // int(f) for v in ext)
+
     run = [li for li in range(nl)
-           if min(grid(f_vol, levels[li]) + grid(m_vol, levels[li])) >= max(
+           if min(extent(f_ext, levels[li]) + extent(m_ext, levels[li])) >= max(
                settings.min_level_size, blocks[li])]
     for li in range(nl):
         if li not in run:
             log.info("affine level %d: grids %s / %s below %d voxels per axis, skipped",
-                     levels[li], grid(f_vol, levels[li]), grid(m_vol, levels[li]),
+                     levels[li], extent(f_ext, levels[li]), extent(m_ext, levels[li]),
                      settings.min_level_size)
     if not run:
         li = nl - 1
@@ -304,7 +371,8 @@ def _fit_update(feat_f: torch.Tensor, warped: torch.Tensor, inside: torch.Tensor
                 af: np.ndarray, level: _Level, settings: AffineSettings) -> np.ndarray | None:
     """Update ``U`` (4x4, fixed world -> fixed world) fitted to the block matches of the fixed
     features against the warped moving ones; ``None`` when fewer than 12 blocks overlap the
-    moving image (``inside``: the moving field of view on the fixed level grid)."""
+    moving image (``inside``: the moving field of view on the fixed level grid, times the
+    fixed field-of-view mask when there is one)."""
     centres, disp, distinct = block_match(feat_f, warped, level.search, level.block,
                                           level.stride)
     valid = F.avg_pool3d(inside, level.block, level.stride).flatten() > 0.5
@@ -327,30 +395,58 @@ def _acceptable(T_new: np.ndarray, max_scale: float) -> bool:
                 and sv.max() <= max_scale and sv.min() >= 1.0 / max_scale)
 
 
+def _level_mask(mask: torch.Tensor | None, factor: int) -> torch.Tensor | None:
+    """A field-of-view mask on a pyramid level: cells at least half inside."""
+    return None if mask is None else (_pool(mask, factor) > 0.5).float()
+
+
+def _masked_cost(feat_f: torch.Tensor, warped: torch.Tensor, weight: torch.Tensor) -> float:
+    """Mean squared MIND distance over the cells of ``weight`` (inf when there are none)."""
+    n = float(weight.sum())
+    if n <= 0:
+        return float("inf")
+    return float((((feat_f - warped) ** 2).sum(1, keepdim=True) * weight).sum()) / n
+
+
 def _register_level(T: np.ndarray, f_vol: torch.Tensor, m_vol: torch.Tensor,
                     fixed_affine: np.ndarray, moving_affine: np.ndarray, level: _Level,
-                    settings: AffineSettings) -> np.ndarray:
+                    settings: AffineSettings, f_mask: torch.Tensor | None = None,
+                    m_mask: torch.Tensor | None = None) -> np.ndarray:
     """The estimate ``T`` refined on one pyramid level: the iterate with the lowest MIND
-    distance among the start and the accepted updates."""
+    distance among the start and the accepted updates. With field-of-view masks
+    (``f_mask``, ``m_mask``: 1 = scanned, 0 = padding) blocks and the MIND distance count only
+    where both images were scanned."""
     factor = level.factor
     fl, ml = _pool(f_vol, factor), _pool(m_vol, factor)
     af, am = level_affine(fixed_affine, factor), level_affine(moving_affine, factor)
     feat_f = mind_ssc(fl, settings.radius, settings.dilation)
     feat_m = mind_ssc(ml, settings.radius, settings.dilation)
-    ones = torch.ones_like(ml)
+    masked = f_mask is not None or m_mask is not None
+    fm = _level_mask(f_mask, factor)
+    mm = _level_mask(m_mask, factor)
+    ones = torch.ones_like(ml) if mm is None else mm
     shape = fl.shape[2:]
     corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1)
                         for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]).T
+
+    def cost_of(warped: torch.Tensor, M: np.ndarray) -> float:
+        if not masked:
+            return _level_cost(feat_f, warped)
+        w = _warp(ones, M, shape, padding="zeros")
+        return _masked_cost(feat_f, warped, w if fm is None else w * fm)
+
     best_T, best_cost = T, np.inf
     for it in range(level.iterations + 1):
         M = voxel_map(T, af, am)
         warped = _warp(feat_m, M, shape)
-        cost = _level_cost(feat_f, warped)
+        cost = cost_of(warped, M)
         if cost < best_cost:
             best_T, best_cost = T, cost
         if it == level.iterations:
             break
         inside = _warp(ones, M, shape, padding="zeros")
+        if fm is not None:
+            inside = inside * fm
         U = _fit_update(feat_f, warped, inside, af, level, settings)
         if U is None:
             break
@@ -364,7 +460,7 @@ def _register_level(T: np.ndarray, f_vol: torch.Tensor, m_vol: torch.Tensor,
         move = np.linalg.inv(af) @ (U - np.eye(4)) @ af @ corners
         if np.abs(move[:3]).max() < settings.tol:
             M = voxel_map(T, af, am)
-            cost = _level_cost(feat_f, _warp(feat_m, M, shape))
+            cost = cost_of(_warp(feat_m, M, shape), M)
             if cost < best_cost:
                 best_T, best_cost = T, cost
             break
@@ -374,16 +470,23 @@ def _register_level(T: np.ndarray, f_vol: torch.Tensor, m_vol: torch.Tensor,
 def register_affine(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndarray,
                     moving_affine: np.ndarray, settings: AffineSettings = AffineSettings(),
                     init: str = "com", initial: np.ndarray | None = None,
-                    device: torch.device | str | None = None) -> np.ndarray:
+                    device: torch.device | str | None = None,
+                    fixed_mask: ArrayLike | None = None,
+                    moving_mask: ArrayLike | None = None) -> np.ndarray:
     """Affine transform ``T`` (4x4, world mm) with ``T @ p_fixed = p_moving``.
 
     Args:
         fixed, moving: 3-D volumes (numpy or torch, or ``(1, 1, D, H, W)``), any modality, any
             grids; ``fixed_affine`` / ``moving_affine`` their NIfTI voxel-to-world affines.
         settings: pyramid, block matching, fit and stopping settings (:class:`AffineSettings`).
-        init: ``"com"`` | ``"fov"`` | ``"identity"`` (:func:`initial_transform`), ignored when
-            ``initial`` (a 4x4 starting transform) is given.
+        init: ``"com"`` | ``"search"`` | ``"fov"`` | ``"identity"``
+            (:func:`initial_transform`), ignored when ``initial`` (a 4x4 starting transform)
+            is given.
         device: torch device for the features (default: the input tensor's, else CPU).
+        fixed_mask, moving_mask: field-of-view masks on the images' grids (nonzero = voxel
+            came from the scan, 0 = padding), or None (every voxel counts). Padding then
+            takes part in neither the initialisation nor the block matching nor the MIND
+            distance that picks each level's best iterate.
 
     Returns:
         ``T`` as a 4x4 ``numpy.float64`` array: fixed world point -> moving world point, so
@@ -395,12 +498,20 @@ def register_affine(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndarra
     moving_affine = np.asarray(moving_affine, float)
     f_vol, m_vol = _as_volume(fixed, device), _as_volume(moving, device)
     m_vol = m_vol.to(f_vol.device)
-    levels = _plan_levels(f_vol, m_vol, settings)
+    f_mask = None if fixed_mask is None else (_as_volume(fixed_mask, f_vol.device) > 0).float()
+    m_mask = None if moving_mask is None else (_as_volume(moving_mask, f_vol.device) > 0).float()
+    for name, vol, mask in (("fixed", f_vol, f_mask), ("moving", m_vol, m_mask)):
+        if mask is not None and mask.shape != vol.shape:
+            raise ValueError(f"{name}_mask has shape {tuple(mask.shape[2:])}, the image "
+                             f"{tuple(vol.shape[2:])}")
+    levels = _plan_levels(f_vol, m_vol, settings, f_mask, m_mask)
     if initial is not None:
         T = np.asarray(initial, float).copy()
     else:
-        T = initial_transform(f_vol, m_vol, fixed_affine, moving_affine, init)
+        T = initial_transform(f_vol, m_vol, fixed_affine, moving_affine, init,
+                              fixed_mask=f_mask, moving_mask=m_mask, settings=settings)
     with torch.no_grad():
         for level in levels:
-            T = _register_level(T, f_vol, m_vol, fixed_affine, moving_affine, level, settings)
+            T = _register_level(T, f_vol, m_vol, fixed_affine, moving_affine, level, settings,
+                                f_mask, m_mask)
     return T

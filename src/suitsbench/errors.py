@@ -5,7 +5,7 @@ so that a user can fix the input without reading a traceback.
 """
 from __future__ import annotations
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "InputErrors", "raise_all"]
 
 
 class InputError(ValueError):
@@ -28,3 +28,29 @@ class InputError(ValueError):
                 message += f"; {fix}"
         # one line, always
         super().__init__(" ".join(message.split()))
+
+
+class InputErrors(InputError):
+    """Several input problems found in one pass, one :class:`InputError` each.
+
+    The message is a count line followed by one line per problem, so that a user fixes
+    every file of a manifest at once; ``errors`` keeps the single errors.
+    """
+
+    def __init__(self, errors: list[InputError]) -> None:
+        self.errors = list(errors)
+        self.where, self.problem, self.fix = "input", f"{len(self.errors)} problems", None
+        lines = [f"{len(self.errors)} input problems (one per line):"]
+        lines += [str(e) for e in self.errors]
+        ValueError.__init__(self, "\n".join(lines))
+
+
+def raise_all(errors: list[InputError]) -> None:
+    """Raise nothing for no errors, the error itself for one, :class:`InputErrors` for more."""
+    flat = []
+    for e in errors:
+        flat.extend(e.errors if isinstance(e, InputErrors) else [e])
+    if len(flat) == 1:
+        raise flat[0]
+    if flat:
+        raise InputErrors(flat)

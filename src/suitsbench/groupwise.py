@@ -40,6 +40,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import nibabel as nib
 import numpy as np
 import torch
 from scipy import linalg
@@ -50,7 +51,7 @@ from suitsbench.affine import ArrayLike, register_affine, resample_affine
 from suitsbench.errors import InputError
 
 __all__ = [
-    "real_logm", "log_euclidean_mean", "pairwise_row", "pairwise_all", "rows_to_pairs",
+    "real_logm", "log_euclidean_mean", "load_fov_masks", "pairwise_row", "pairwise_all", "rows_to_pairs",
     "symmetrise", "inverse_consistency_mm", "groupwise_mean", "mean_space_grid",
     "resample_to_space", "save_transform", "load_transform", "save_row", "load_row",
 ]
@@ -106,23 +107,39 @@ def _load(image: Image) -> tuple[ArrayLike, np.ndarray]:
     return vol, np.asarray(aff, float)
 
 
-def pairwise_row(fixed_id: str, images: Mapping[str, Image], **register_kwargs
+def load_fov_masks(paths: Mapping[str, PathLike]) -> dict[str, np.ndarray]:
+    """``{id: mask}`` of the field-of-view masks (preprocessing's ``*_fov.nii.gz``) that mark
+    padding; masks without a zero voxel are left out (nothing to ignore)."""
+    out = {}
+    for k, path in paths.items():
+        m = np.asarray(nib.load(str(path)).dataobj) > 0
+        if not m.all():
+            out[k] = m
+    return out
+
+
+def pairwise_row(fixed_id: str, images: Mapping[str, Image],
+                 masks: Mapping[str, np.ndarray] | None = None, **register_kwargs
                  ) -> dict[str, np.ndarray]:
     """``{j: T_ij}`` for ``i = fixed_id`` and every other image ``j`` of ``images``.
 
     ``images`` maps an id to ``(volume, affine)`` or to a NIfTI path (loaded with
-    :func:`suits.io.load_volume`); ``register_kwargs`` go to
-    :func:`suitsbench.affine.register_affine` (``settings``, ``device``, ...).
+    :func:`suits.io.load_volume`); ``masks`` optionally maps ids to field-of-view masks
+    (nonzero = scanned); ``register_kwargs`` go to :func:`suitsbench.affine.register_affine`
+    (``settings``, ``init``, ``device``, ...).
     """
     if fixed_id not in images:
         raise KeyError(f"fixed id {fixed_id!r} not among the images")
+    masks = masks or {}
     fixed, fixed_affine = _load(images[fixed_id])
     row = {}
     for j, img in images.items():
         if j == fixed_id:
             continue
         moving, moving_affine = _load(img)
-        row[j] = register_affine(fixed, moving, fixed_affine, moving_affine, **register_kwargs)
+        row[j] = register_affine(fixed, moving, fixed_affine, moving_affine,
+                                 fixed_mask=masks.get(fixed_id), moving_mask=masks.get(j),
+                                 **register_kwargs)
     return row
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from suits.atomic import atomic_path
-from suitsbench.errors import InputError
+from suitsbench.errors import InputError, raise_all
 from suitsbench.pairid import ID_PATTERN
 
 __all__ = ["Record", "read_manifest", "write_manifest", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS"]
@@ -70,7 +70,8 @@ def read_manifest(path: str | os.PathLike, base_dir: str | os.PathLike | None = 
     """Read a manifest TSV (format in the module docstring) into records, in file order.
 
     Raises :class:`InputError` naming the file and line for a missing file or column, an empty
-    required field, a bad id, a bad ``role``/``split`` value or a duplicate image id. Files are
+    required field, a bad id, a bad ``role``/``split`` value or a duplicate image id; every bad
+    row is reported at once (:class:`suitsbench.errors.InputErrors`, one line each). Files are
     not opened here (see :mod:`suitsbench.validate`).
     """
     path = Path(path)
@@ -103,40 +104,51 @@ def read_manifest(path: str | os.PathLike, base_dir: str | os.PathLike | None = 
                          f"the header must name {', '.join(REQUIRED_COLUMNS)} separated by tabs")
     records: list[Record] = []
     seen: dict[str, str] = {}
+    errors: list[InputError] = []
     for n, line in body[1:]:
-        where = f"{path}:{n}"
-        values = next(csv.reader([line], delimiter="\t"))
-        if len(values) > len(columns):
-            raise InputError(where, f"{len(values)} fields for {len(columns)} columns",
-                             "use one tab between fields and no tabs inside paths")
-        row = {c: (values[i].strip() if i < len(values) else "") for i, c in enumerate(columns)}
-        for c in ("subject", "modality", "image"):
-            if not row[c]:
-                raise InputError(where, f"empty '{c}'", f"fill in the '{c}' column")
-        for c in ("subject", "modality"):
-            if not _ID_RE.match(row[c]):
-                raise InputError(where, f"{c} {row[c]!r} has characters other than letters, "
-                                 "digits, '.', '-', '_'", f"rename the {c}")
-        role = row.get("role", "").lower() or None
-        if role not in (None, "moving", "fixed"):
-            raise InputError(where, f"role {role!r} is not 'moving' or 'fixed'",
-                             "use moving, fixed or leave it empty")
-        split = row.get("split", "").lower() or None
-        if split not in (None, "train", "val", "test"):
-            raise InputError(where, f"split {split!r} is not 'train', 'val' or 'test'",
-                             "use train, val, test or leave it empty")
-        rec = Record(subject=row["subject"], modality=row["modality"].lower(),
-                     image=_resolve(row["image"], base),
-                     label=_resolve(row["label"], base) if row["label"] else None,
-                     role=role, pair=row.get("pair", "") or None, split=split, source=where)
+        try:
+            rec = _record(line, columns, base, f"{path}:{n}")
+        except InputError as e:
+            errors.append(e)
+            continue
         if rec.id in seen:
-            raise InputError(where, f"image id {rec.id} already defined at {seen[rec.id]}",
-                             "give each (subject, modality) one row")
-        seen[rec.id] = where
+            errors.append(InputError(rec.source, f"image id {rec.id} already defined at "
+                                     f"{seen[rec.id]}", "give each (subject, modality) one row"))
+            continue
+        seen[rec.id] = rec.source
         records.append(rec)
+    raise_all(errors)
     if not records:
         raise InputError(str(path), "manifest has a header but no rows", "add one row per image")
     return records
+
+
+def _record(line: str, columns: list[str], base: Path, where: str) -> Record:
+    """One data row as a :class:`Record`; :class:`InputError` naming ``where`` if it is bad."""
+    values = next(csv.reader([line], delimiter="\t"))
+    if len(values) > len(columns):
+        raise InputError(where, f"{len(values)} fields for {len(columns)} columns",
+                         "use one tab between fields and no tabs inside paths")
+    row = {c: (values[i].strip() if i < len(values) else "") for i, c in enumerate(columns)}
+    for c in ("subject", "modality", "image"):
+        if not row[c]:
+            raise InputError(where, f"empty '{c}'", f"fill in the '{c}' column")
+    for c in ("subject", "modality"):
+        if not _ID_RE.match(row[c]):
+            raise InputError(where, f"{c} {row[c]!r} has characters other than letters, "
+                             "digits, '.', '-', '_'", f"rename the {c}")
+    role = row.get("role", "").lower() or None
+    if role not in (None, "moving", "fixed"):
+        raise InputError(where, f"role {role!r} is not 'moving' or 'fixed'",
+                         "use moving, fixed or leave it empty")
+    split = row.get("split", "").lower() or None
+    if split not in (None, "train", "val", "test"):
+        raise InputError(where, f"split {split!r} is not 'train', 'val' or 'test'",
+                         "use train, val, test or leave it empty")
+    return Record(subject=row["subject"], modality=row["modality"].lower(),
+                  image=_resolve(row["image"], base),
+                  label=_resolve(row["label"], base) if row["label"] else None,
+                  role=role, pair=row.get("pair", "") or None, split=split, source=where)
 
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[Sequence[str] | dict],

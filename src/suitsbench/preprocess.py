@@ -15,7 +15,8 @@ Steps of :func:`preprocess_case` (each a pure function on arrays here):
    argmax (background = 1 - max channel);
 3. :func:`crop_or_pad` - to ``shape``, centred on the centre of the field of view, the affine
    shifted so that every voxel keeps its world position; images padded with their minimum,
-   labels with 0;
+   labels with 0; the field-of-view mask (1 = voxel from the scan, 0 = padding) goes
+   through steps 1-3 beside the image;
 4. :func:`normalise_image` - z-score over the whole (cropped/padded) volume;
 5. :func:`relabel` - organ indices 1..K in ``evaluate`` order (0 background; label values that
    are not evaluated become 0). 4-D label files: channel ``c`` is label value ``c + 1``.
@@ -24,7 +25,9 @@ Outputs are written with ``suits.io.save_volume`` (float32) / ``suits.io.save_la
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -39,20 +42,24 @@ from suitsbench.validate import check_image, check_label, check_labels_config, r
 __all__ = [
     "Preprocessed", "preprocess_case", "preprocess_arrays", "resize_to_reference",
     "reorient_canonical", "isotropic_grid", "resample_isotropic", "resample", "crop_or_pad",
-    "normalise_image", "relabel", "organ_channels", "voxel_sizes",
+    "normalise_image", "relabel", "organ_channels", "voxel_sizes", "shape_holding",
+    "warn_label_crop",
 ]
 
 PathLike = str | os.PathLike
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Preprocessed:
     """Result of preprocessing: ``image`` float32 ``(X, Y, Z)``, ``label`` uint8 index map or
-    None, and the common 4x4 ``affine``."""
+    None, the common 4x4 ``affine`` and ``fov`` (uint8, 1 where the voxel came from the scan,
+    0 where it is padding)."""
 
     image: np.ndarray
     label: np.ndarray | None
     affine: np.ndarray
+    fov: np.ndarray | None = None
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
@@ -194,6 +201,48 @@ def relabel(index_map: np.ndarray, values: Sequence[int]) -> np.ndarray:
     return lut[idx]
 
 
+def shape_holding(mask: np.ndarray, shape: Sequence[int], multiple: int = 8
+                  ) -> tuple[int, ...]:
+    """Smallest shape (per axis at least ``shape``, a multiple of ``multiple``) whose centred
+    crop (:func:`crop_or_pad`) of a grid of ``mask.shape`` keeps every nonzero voxel."""
+    idx = np.argwhere(mask)
+    out = []
+    for a, (n, m) in enumerate(zip(mask.shape[:3], shape[:3])):
+        lo, hi = (int(idx[:, a].min()), int(idx[:, a].max())) if len(idx) else (0, 0)
+        m = int(m)
+        while True:
+            start = (n - m) // 2
+            if start <= lo and start + m - 1 >= hi:
+                break
+            m += 1
+        out.append(int(np.ceil(m / multiple) * multiple))
+    return tuple(max(int(s), o) for s, o in zip(shape[:3], out))
+
+
+def warn_label_crop(resampled: np.ndarray, cropped: np.ndarray, shape: Sequence[int],
+                    spacing: float, max_fraction: float, where: str) -> float:
+    """Fraction of labelled voxels of ``resampled`` (index map on the isotropic grid) that the
+    crop to ``shape`` loses; above ``max_fraction`` a warning names the file and the
+    ``preprocess.shape`` that would hold every labelled voxel. Returns the fraction."""
+    total = int(np.count_nonzero(resampled))
+    if total == 0:
+        return 0.0
+    lost = 1.0 - np.count_nonzero(cropped) / total
+    if lost > max_fraction:
+        need = shape_holding(resampled > 0, shape)
+        msg = (f"{where}: the grid preprocess.shape {list(int(v) for v in shape)} at "
+               f"{spacing:g} mm cuts off {100 * lost:.1f} % of the labelled voxels; "
+               f"preprocess.shape {list(need)} would hold them")
+        log.warning(msg)
+        print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+    return float(lost)
+
+
+def out_affine_of(affine: np.ndarray, shape: Sequence[int], spacing: float) -> np.ndarray:
+    """Affine of :func:`isotropic_grid` (before cropping/padding)."""
+    return isotropic_grid(affine, shape, spacing)[0]
+
+
 def _channels_to_index(probs: np.ndarray) -> np.ndarray:
     """(X, Y, Z, K) probabilities -> index map 0..K (background 1 - max; ties -> first)."""
     if probs.shape[3] == 0:
@@ -206,9 +255,12 @@ def preprocess_arrays(image: np.ndarray, affine: np.ndarray, label: np.ndarray |
                       *, labels_map: Mapping[int, str], evaluate: Sequence[str] | None = None,
                       spacing: float = 2.0, shape: Sequence[int] = (80, 64, 64),
                       normalise: str = "zscore", reference: tuple | None = None,
-                      antialias: bool = True, where: str = "image") -> Preprocessed:
+                      antialias: bool = True, where: str = "image",
+                      max_label_crop: float = 0.01) -> Preprocessed:
     """Steps 0-5 of the module docstring on arrays. ``label`` is a 3-D index map or 4-D
-    channels on the image grid; ``reference`` is ``(ref_shape, ref_affine)`` or None."""
+    channels on the image grid; ``reference`` is ``(ref_shape, ref_affine)`` or None.
+    :func:`warn_label_crop` warns when ``shape`` cuts off more than ``max_label_crop`` of the
+    labelled voxels."""
     values = organ_channels(labels_map, evaluate)
     image = np.asarray(image, np.float32)
     multi = label is not None and label.ndim == 4
@@ -225,6 +277,10 @@ def preprocess_arrays(image: np.ndarray, affine: np.ndarray, label: np.ndarray |
             lab = resize_to_reference(lab, ref_shape, 1 if multi else 0)
     image, can_affine = reorient_canonical(image, affine)
     pad = float(image.min())
+    fov, _ = resample_isotropic(np.ones(image.shape, np.uint8), can_affine, spacing, 0, 0,
+                                False)
+    fov, _ = crop_or_pad(fov.astype(np.uint8), out_affine_of(can_affine, image.shape, spacing),
+                         shape, 0)
     image, out_affine = resample_isotropic(image, can_affine, spacing, 1, pad, antialias)
     image, final_affine = crop_or_pad(image, out_affine, shape, pad)
     image = normalise_image(image, normalise, where)
@@ -235,16 +291,21 @@ def preprocess_arrays(image: np.ndarray, affine: np.ndarray, label: np.ndarray |
         if multi:
             lab = _channels_to_index(lab)
         out_label, _ = crop_or_pad(lab.astype(np.uint8), out_affine, shape, 0)
-    return Preprocessed(image, out_label, final_affine)
+        warn_label_crop(lab, out_label, shape, spacing, max_label_crop, where)
+    return Preprocessed(image, out_label, final_affine, fov)
 
 
 def preprocess_case(image_path: PathLike, label_path: PathLike | None, out_image: PathLike,
                     out_label: PathLike | None, *, labels_map: Mapping[int, str],
                     evaluate: Sequence[str] | None = None, spacing: float = 2.0,
                     shape: Sequence[int] = (80, 64, 64), normalise: str = "zscore",
-                    reference: PathLike | None = None, antialias: bool = True
+                    reference: PathLike | None = None, antialias: bool = True,
+                    out_fov: PathLike | None = None, max_label_crop: float = 0.01
                     ) -> Preprocessed:
     """Read, preprocess (module docstring) and write one case; returns the arrays written.
+
+    ``out_fov``: where to write the field-of-view mask (uint8, 1 = voxel from the scan,
+    0 = padding added by resampling or padding to ``shape``).
 
     ``reference``: path of the image whose grid this one is resized to over index space
     (``preprocess.resize_moving_to_fixed``: the pair's fixed image for the moving one).
@@ -268,8 +329,11 @@ def preprocess_case(image_path: PathLike, label_path: PathLike | None, out_image
         ref = (ref_img.shape[:3], ref_img.affine)
     out = preprocess_arrays(data, affine, label, labels_map=labels_map, evaluate=evaluate,
                             spacing=spacing, shape=shape, normalise=normalise, reference=ref,
-                            antialias=antialias, where=str(image_path))
+                            antialias=antialias, where=str(image_path),
+                            max_label_crop=max_label_crop)
     save_volume(out_image, out.image, out.affine)
     if out_label is not None and out.label is not None:
         save_labels(out_label, out.label, out.affine)
+    if out_fov is not None:
+        save_labels(out_fov, out.fov, out.affine)
     return out

@@ -1,9 +1,10 @@
 """Input validation before any expensive work.
 
 :func:`validate_records` checks a manifest's records against the label config and the split
-settings and reads every image and label fully once. Each problem raises
-:class:`suitsbench.errors.InputError` with one line naming the manifest row and/or file and the
-fix. Order: configuration and manifest bookkeeping first (cheap), then the files.
+settings and reads every image and label fully once. Each problem is an
+:class:`suitsbench.errors.InputError`, one line naming the manifest row and/or file and the
+fix. Order: configuration and manifest bookkeeping first (cheap), then the files; the files'
+problems are all collected before one :class:`suitsbench.errors.InputErrors` is raised.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Mapping, Sequence
 import nibabel as nib
 import numpy as np
 
-from suitsbench.errors import InputError
+from suitsbench.errors import InputError, raise_all
 from suitsbench.manifest import Record
 from suitsbench.split import Split, make_split
 
@@ -186,19 +187,20 @@ def _check_affines(a: np.ndarray, b: np.ndarray, tol: float, where: str) -> None
 def _check_split_records(records: Sequence[Record], moving: str, fixed: str, pairing: str,
                          n_test: int, folds: int, test_subjects: Sequence[str] | None,
                          n_val: int = 0) -> None:
-    for r in records:
-        if r.modality not in (moving, fixed):
-            raise InputError(r.source, f"modality {r.modality!r} is neither the moving "
-                             f"({moving!r}) nor the fixed ({fixed!r}) modality",
-                             "set data.moving_modality/data.fixed_modality or drop the row")
+    errors = [InputError(r.source, f"modality {r.modality!r} is neither the moving "
+                         f"({moving!r}) nor the fixed ({fixed!r}) modality",
+                         "set data.moving_modality/data.fixed_modality or drop the row")
+              for r in records if r.modality not in (moving, fixed)]
     splits: dict[str, tuple[str, str]] = {}
     for r in records:
         if r.split:
             if r.subject in splits and splits[r.subject][0] != r.split:
-                raise InputError(r.source, f"subject {r.subject} is in '{r.split}' here and in "
-                                 f"'{splits[r.subject][0]}' at {splits[r.subject][1]}",
-                                 "put all rows of a subject in the same split")
+                errors.append(InputError(
+                    r.source, f"subject {r.subject} is in '{r.split}' here and in "
+                    f"'{splits[r.subject][0]}' at {splits[r.subject][1]}",
+                    "put all rows of a subject in the same split"))
             splits.setdefault(r.subject, (r.split, r.source))
+    raise_all(errors)
     if test_subjects is not None and splits:
         clash = sorted(s for s in test_subjects if splits.get(s, ("test",))[0] == "train")
         if clash:
@@ -228,6 +230,35 @@ def _check_split_records(records: Sequence[Record], moving: str, fixed: str, pai
                                  "split.folds")
 
 
+def _check_files(r: Record, labels: Mapping[int, str], require_labels: bool,
+                 affine_tol: float) -> None:
+    """Read and check one record's image and label (each raises :class:`InputError`)."""
+    errors: list[InputError] = []
+    shape = None
+    affine = None
+    try:
+        data, affine = read_nifti(r.image, r.source)
+        shape = check_image(data, f"{r.source}: {r.image}").shape
+    except InputError as e:
+        errors.append(e)
+    if r.label is None:
+        if require_labels:
+            errors.append(InputError(r.source, f"no label for {r.id}",
+                                     "add the label path (labels are needed for training and "
+                                     "evaluation)"))
+        raise_all(errors)
+        return
+    where = f"{r.source}: {r.label}"
+    try:
+        ldata, laff = read_nifti(r.label, r.source)
+        check_label(ldata, labels, where, spatial_shape=shape)
+        if affine is not None:
+            _check_affines(affine, laff, affine_tol, where)
+    except InputError as e:
+        errors.append(e)
+    raise_all(errors)
+
+
 def validate_records(records: Sequence[Record], labels_map: Mapping, *,
                      moving_modality: str = "ct", fixed_modality: str = "mr",
                      pairing: str = "unpaired", n_test: int = 2, folds: int = 1, fold: int = 0,
@@ -237,7 +268,10 @@ def validate_records(records: Sequence[Record], labels_map: Mapping, *,
     """Check records, config and split; read every file. Returns the resulting :class:`Split`.
 
     ``affine_tol`` is in voxels (of the image). ``read_files=False`` skips the file checks.
-    Raises :class:`InputError` on the first problem.
+    Raises :class:`InputError`; problems of the same stage (the rows' modalities and splits,
+    then every image and label file) are collected and raised together
+    (:class:`suitsbench.errors.InputErrors`, one line each), so that one run lists every bad
+    file.
     """
     labels = check_labels_config(labels_map, evaluate)
     moving, fixed = moving_modality.lower(), fixed_modality.lower()
@@ -268,19 +302,13 @@ def validate_records(records: Sequence[Record], labels_map: Mapping, *,
                          "'val' in the manifest's split column, or set split.n_val: 0")
     if not read_files:
         return split
+    errors: list[InputError] = []
     for r in records:
-        data, affine = read_nifti(r.image, r.source)
-        check_image(data, f"{r.source}: {r.image}")
-        if r.label is None:
-            if require_labels:
-                raise InputError(r.source, f"no label for {r.id}",
-                                 "add the label path (labels are needed for training and "
-                                 "evaluation)")
-            continue
-        ldata, laff = read_nifti(r.label, r.source)
-        where = f"{r.source}: {r.label}"
-        check_label(ldata, labels, where, spatial_shape=_squeeze_trailing(data).shape)
-        _check_affines(affine, laff, affine_tol, where)
+        try:
+            _check_files(r, labels, require_labels, affine_tol)
+        except InputError as e:
+            errors.append(e)
+    raise_all(errors)
     return split
 
 
@@ -308,12 +336,11 @@ def check_plan(config: Mapping, records: Sequence[Record], *, files: bool = True
     for fold in range(max(1, kwargs["folds"])):
         validate_records(records, labels, fold=fold, read_files=False, **kwargs)
     if files:
-        for r in records:
-            for path in (r.image, r.label):
-                if path is not None and not Path(path).is_file():
-                    raise InputError(f"{r.source}: {path}", "file not found",
-                                     "fix the path in the manifest (see the path rule in "
-                                     "config/README.md) or restore the file")
+        raise_all([InputError(f"{r.source}: {path}", "file not found",
+                              "fix the path in the manifest (see the path rule in "
+                              "config/README.md) or restore the file")
+                   for r in records for path in (r.image, r.label)
+                   if path is not None and not Path(path).is_file()])
 
 
 def validate_config(config: Mapping, manifest: str | Path | None = None, *,

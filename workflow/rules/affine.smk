@@ -8,6 +8,7 @@ rule affine_pairwise:
     input:
         image=f"{RES}/prep/{{id}}_image.nii.gz",
         others=[f"{RES}/prep/{i}_image.nii.gz" for i in IDS],
+        masks=[f"{RES}/prep/{i}_fov.nii.gz" for i in IDS],
     output:
         f"{RES}/affine/pairwise/{{id}}.tsv",
     log:
@@ -22,6 +23,7 @@ rule affine_pairwise:
     params:
         ids=IDS,
         levels=config["affine"]["levels"],
+        init=config["affine"]["init"],
         device=config["device"],
     script:
         "../scripts/affine_pairwise.py"

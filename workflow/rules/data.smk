@@ -77,6 +77,7 @@ rule preprocess:
     output:
         image=f"{RES}/prep/{{id}}_image.nii.gz",
         label=f"{RES}/prep/{{id}}_label.nii.gz",
+        fov=f"{RES}/prep/{{id}}_fov.nii.gz",
     log:
         f"{RES}/logs/preprocess/{{id}}.log",
     benchmark:
@@ -92,5 +93,6 @@ rule preprocess:
         spacing=config["preprocess"]["spacing"],
         shape=config["preprocess"]["shape"],
         normalise=config["preprocess"]["normalise"],
+        max_label_crop=config["preprocess"]["max_label_crop"],
     script:
         "../scripts/preprocess.py"

@@ -1,5 +1,6 @@
 """Rule preprocess: one image (and its labels) to RAS+, the isotropic grid and shape,
-z-normalised, labels as organ indices (suitsbench.preprocess.preprocess_case)."""
+z-normalised, labels as organ indices, and its field-of-view mask (1 = scanned, 0 = padding)
+(suitsbench.preprocess.preprocess_case)."""
 from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
@@ -18,4 +19,6 @@ preprocess_case(
     shape=tuple(p.shape),
     normalise=p.normalise,
     reference=getattr(i, "reference", None),
+    out_fov=o.fov,
+    max_label_crop=p.max_label_crop,
 )

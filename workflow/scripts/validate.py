@@ -19,8 +19,10 @@ from suitsbench.validate import validate_config  # noqa: E402
 
 
 def fail(message):
+    # one line per problem (suitsbench.errors.InputErrors lists every bad file of a run)
     for stream in (log, console):
-        print(f"validate: {message}", file=stream, flush=True)
+        for line in str(message).splitlines():
+            print(f"validate: {line}", file=stream, flush=True)
     sys.exit(1)
 
 
