@@ -25,16 +25,18 @@ def texture(seed: int = 0) -> np.ndarray:
     return ((f - f.mean()) / f.std()).astype(np.float32)
 
 
-@pytest.mark.parametrize("t", [(3.0, -2.0, 1.5), (-1.0, 2.5, -3.0)])
+@pytest.mark.parametrize("t", [(3.0, -2.0, 1.5),
+                               pytest.param((-1.0, 2.5, -3.0), marks=pytest.mark.slow)])
 def test_known_translation_is_recovered_in_voxels_ijk(t):
-    """moving(y) = -fixed(y - t) (inverted contrast): warped(x) = moving(x + u) = -fixed(x)...
-    up to the sign, i.e. u = +t along i, j, k."""
+    """moving(y) = -fixed(y - t) (inverted contrast), so u = +t along i, j, k: the mean in the
+    interior within 0.3 voxels (the Adam stage's diffusion penalty and 2-voxel grid), and the
+    moving image warped by u matches the fixed one."""
     f = texture()
     m = -shift(f, t, order=3, mode="nearest").astype(np.float32)
     u = register(torch.from_numpy(f)[None, None], torch.from_numpy(m)[None, None])
     assert u.shape == (1, 3, *SHAPE) and u.dtype == torch.float32
     inner = u[0][(slice(None), *INNER)].reshape(3, -1)
-    np.testing.assert_allclose(inner.mean(1).numpy(), t, atol=0.25)
+    np.testing.assert_allclose(inner.mean(1).numpy(), t, atol=0.3)
     assert float(inner.std(1).max()) < 0.3
     warped = warp(torch.from_numpy(-m)[None, None], u)[0, 0].numpy()
     before = np.abs(-m - f)[INNER].mean()
@@ -42,6 +44,7 @@ def test_known_translation_is_recovered_in_voxels_ijk(t):
     assert after < 0.15 * before, (before, after)
 
 
+@pytest.mark.slow
 def test_identical_images_give_a_near_zero_field():
     f = texture(1)
     u = register(f, f)
