@@ -73,17 +73,21 @@ def cmd_module(args, pairs) -> None:
 
     from suitsbench.methods import BUILTIN, load_register
 
+    import resource
+
     register = load_register(BUILTIN[args.method][0] if args.method in BUILTIN else args.method)
     initial = np.array(pair_dice(pairs, zero))
     for text in args.settings:
         settings = json.loads(text)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         d = np.array(pair_dice(pairs, lambda f, m, fa: register(
             f, m, fa, fa, threads=args.threads, device="cpu", **settings)))
         gain = d - initial
+        wall, cpu = ((time.perf_counter() - t0) / len(pairs), (time.process_time() - c0) / len(pairs))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"  {args.method} {text}  {d.mean():.4f}  (gain {gain.mean():+.4f}, worst pair "
-              f"{gain.min():+.3f}; {(time.perf_counter() - t0) / len(pairs):.1f} s/pair)",
-              flush=True)
+              f"{gain.min():+.3f}; {wall:.1f} s/pair, CPU {cpu:.1f} s/pair, process peak "
+              f"{peak:.0f} MB)", flush=True)
 
 
 def cmd_voxelmorph(args, pairs) -> None:
