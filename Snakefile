@@ -5,7 +5,7 @@
 #   snakemake --cores 8 --configfile config/paper.yaml
 #   snakemake --report results/phantom/report.html    # self-contained HTML report
 #
-# Stages (workflow/rules/): data -> affine -> features -> suits / baselines / initial
+# Stages (workflow/rules/): data -> affine -> features -> suits / baselines / methods / initial
 # -> evaluation -> report. Results layout: docs/architecture.md and results/README.md.
 
 
@@ -26,8 +26,9 @@ include: "workflow/rules/schema.smk"
 
 
 # unknown keys and wrong types stop here with one line naming the key; defaults are filled in
-if config_problem(config, "workflow/schemas/config.schema.yaml"):
-    raise WorkflowError(config_problem(config, "workflow/schemas/config.schema.yaml"))
+SCHEMA = f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+if config_problem(config, SCHEMA):
+    raise WorkflowError(config_problem(config, SCHEMA))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -40,6 +41,7 @@ include: "workflow/rules/affine.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/suits.smk"
 include: "workflow/rules/baselines.smk"
+include: "workflow/rules/methods.smk"
 include: "workflow/rules/initial.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/report.smk"

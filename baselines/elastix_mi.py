@@ -7,7 +7,8 @@ direction = ``diag(-1, -1, 1) @ A[:3, :3] / spacing``, origin = ``diag(-1, -1, 1
 so control-point spacing, pyramid smoothing and the bending-energy penalty see the real voxel
 size. Transformix's deformation field ``d`` (LPS millimetres, on the fixed grid) maps the fixed
 point ``p`` to the moving point ``p + d(p)``; it is converted to fixed-grid voxels
-``u = A_fix[:3,:3]^-1 · diag(-1,-1,1) · d``, channels ``i, j, k``.
+``u = A_fix[:3,:3]^-1 · diag(-1,-1,1) · d``, channels ``i, j, k`` (both conversions:
+:mod:`baselines.itk_space`).
 
 Grids. The moving image may lie on another grid than the fixed one (elastix works in world
 space). The contract field is always on the fixed grid in fixed-grid voxels: it is the field
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from baselines.elastix_params import parameter_map, to_elastix
+from baselines.itk_space import itk_geometry, lps_field_to_voxels
 
 __all__ = [
     "register",
@@ -41,7 +43,6 @@ __all__ = [
     "from_sitk",
 ]
 
-_LPS = np.diag([-1.0, -1.0, 1.0])
 PathLike = str | os.PathLike
 
 
@@ -65,20 +66,9 @@ def _volume(x: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _geometry(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """NIfTI affine (RAS) -> ITK ``(origin, spacing, direction)`` in LPS."""
-    A = np.asarray(affine, dtype=np.float64)
-    if A.shape != (4, 4):
-        raise ValueError(f"affine must be 4x4, got {A.shape}")
-    lin = _LPS @ A[:3, :3]
-    spacing = np.linalg.norm(lin, axis=0)
-    if np.any(spacing <= 0):
-        raise ValueError(f"degenerate affine (zero voxel size): {A.tolist()}")
-    direction = lin / spacing
-    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
-        raise ValueError("affine has shear; ITK/elastix images need orthogonal axes "
-                         "(resample to a canonical grid first)")
-    origin = _LPS @ A[:3, 3]
-    return tuple(origin.tolist()), tuple(spacing.tolist()), tuple(direction.ravel().tolist())
+    """NIfTI affine (RAS) -> ITK ``(origin, spacing, direction)`` in LPS (direction row-major)."""
+    origin, spacing, direction = itk_geometry(affine)
+    return origin, spacing, tuple(direction.ravel().tolist())
 
 
 def to_sitk(volume: np.ndarray | torch.Tensor, affine: np.ndarray):
@@ -158,12 +148,8 @@ def deformation_field(tmaps: Sequence[Mapping[str, Any]], fixed_affine: np.ndarr
     """Transformix's deformation field converted to the contract: ``(1, 3, D, H, W)`` float32,
     voxels of the fixed grid, channels ``i, j, k``."""
     dummy = to_sitk(np.zeros(tuple(int(s) for s in fixed_shape), np.float32), fixed_affine)
-    d = from_sitk(_transformix(tmaps, dummy, field=True)).astype(np.float64)    # (D,H,W,3) LPS mm
-    if d.shape[:3] != tuple(fixed_shape):
-        raise RuntimeError(f"transformix returned a field on {d.shape[:3]}, expected {tuple(fixed_shape)}")
-    to_vox = np.linalg.inv(np.asarray(fixed_affine, float)[:3, :3]) @ _LPS
-    u = np.einsum("cl,dhwl->cdhw", to_vox, d)
-    return torch.from_numpy(u.astype(np.float32))[None]
+    d = from_sitk(_transformix(tmaps, dummy, field=True))    # (D,H,W,3) LPS mm
+    return lps_field_to_voxels(d, fixed_affine, fixed_shape)
 
 
 _INTERPOLATORS = {

@@ -8,6 +8,9 @@ pairs where a model is trained)::
     # SimpleElastix-MI parameter-map overrides, one JSON object per candidate
     .venv/bin/python benchmarks/baseline_trials.py elastix results/phantom --pairs 6 \\
         '{"Metric1Weight": 3000, "NumberOfHistogramBins": 64}' '{"MaximumStepLength": 0.5}'
+    # a module method (ConvexAdam, ANTs SyN, or yours) with candidate settings
+    .venv/bin/python benchmarks/baseline_trials.py module results/phantom convexadam --threads 1 \\
+        '{}' '{"grid_sp": 4, "disp_hw": 6}'
     # VoxelMorph-MIND trained on all training pairs
     .venv/bin/python benchmarks/baseline_trials.py voxelmorph results/phantom --iterations 300 \\
         --lr 1e-3 --reg-weight 1 --test
@@ -63,6 +66,28 @@ def cmd_elastix(args, pairs) -> None:
         print(f"  elastix {text}  {d.mean():.4f}  (gain {gain.mean():+.4f}, worst pair "
               f"{gain.min():+.3f}; {(time.perf_counter() - t0) / len(pairs):.1f} s/pair)",
               flush=True)
+
+
+def cmd_module(args, pairs) -> None:
+    import numpy as np
+
+    from suitsbench.methods import BUILTIN, load_register
+
+    import resource
+
+    register = load_register(BUILTIN[args.method][0] if args.method in BUILTIN else args.method)
+    initial = np.array(pair_dice(pairs, zero))
+    for text in args.settings:
+        settings = json.loads(text)
+        t0, c0 = time.perf_counter(), time.process_time()
+        d = np.array(pair_dice(pairs, lambda f, m, fa: register(
+            f, m, fa, fa, threads=args.threads, device="cpu", **settings)))
+        gain = d - initial
+        wall, cpu = ((time.perf_counter() - t0) / len(pairs), (time.process_time() - c0) / len(pairs))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"  {args.method} {text}  {d.mean():.4f}  (gain {gain.mean():+.4f}, worst pair "
+              f"{gain.min():+.3f}; {wall:.1f} s/pair, CPU {cpu:.1f} s/pair, process peak "
+              f"{peak:.0f} MB)", flush=True)
 
 
 def cmd_voxelmorph(args, pairs) -> None:
@@ -188,6 +213,10 @@ def main() -> None:
                        help="pairs of split.json scored (default: the training pairs)")
     e = sub.add_parser("elastix", parents=[common, which])
     e.add_argument("overrides", nargs="+", help="JSON parameter-map overrides, one per candidate")
+    mm = sub.add_parser("module", parents=[common, which],
+                        help="a module method (suitsbench.methods) with candidate settings")
+    mm.add_argument("method", help="convexadam, ants, or a module (dotted name or .py file)")
+    mm.add_argument("settings", nargs="+", help="JSON settings, one object per candidate")
     v = sub.add_parser("voxelmorph", parents=[common])
     v.add_argument("--iterations", type=int, default=300)
     v.add_argument("--lr", type=float, default=1e-3)
@@ -215,7 +244,7 @@ def main() -> None:
     pairs = load_pairs(args.results, which, args.pairs)
     print(f"{len(pairs)} {which.replace('_', ' ')} of {args.results}; mean organ Dice; "
           f"initial {mean_pair_dice(pairs, zero):.4f}", flush=True)
-    {"elastix": cmd_elastix, "voxelmorph": cmd_voxelmorph, "objective": cmd_objective,
+    {"elastix": cmd_elastix, "module": cmd_module, "voxelmorph": cmd_voxelmorph, "objective": cmd_objective,
      "warp-space": cmd_warp_space}[args.command](args, pairs)
 
 

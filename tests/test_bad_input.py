@@ -239,6 +239,24 @@ def test_elastix_schedule_of_wrong_length(case):
     assert_fails_cleanly(case, "elastix.parameters", "GridSpacingSchedule has 3 values")
 
 
+def test_unknown_method(case):
+    case.config["methods"] = ["initial", "convex_adam"]
+    assert_fails_cleanly(case, "config key methods", "unknown method(s) ['convex_adam']")
+
+
+def test_custom_method_named_like_a_shipped_one(case):
+    case.config["custom_methods"] = {"ants": {"module": "baselines.ants_syn",
+                                              "env": "workflow/envs/ants.yaml"}}
+    assert_fails_cleanly(case, "custom_methods.ants", "a method the benchmark ships")
+
+
+def test_custom_method_module_file_missing(case):
+    case.config["methods"] = ["initial", "mine"]
+    case.config["custom_methods"] = {"mine": {"module": str(case.dir / "missing_method.py"),
+                                              "env": "workflow/envs/suits.yaml"}}
+    assert_fails_cleanly(case, "custom_methods.mine.module", "missing_method.py is not a file")
+
+
 # ------------------------------------------------------------------------------ manifest / split
 
 

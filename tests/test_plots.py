@@ -64,6 +64,27 @@ def test_boxplot_files_order_and_determinism(tmp_path: Path, metric: str):
     assert len(set(colours)) == len(PAPER)
 
 
+@pytest.mark.parametrize("extra", [[], ["convexadam", "ants"], ["convexadam", "ants", "mine"]])
+def test_boxplot_legend_lies_inside_the_figure(extra):
+    """Six methods in one legend row; eight or nine in two rows, every entry inside the figure
+    and above the axes, with its own colour."""
+    methods = PAPER + extra
+    fig = plots.boxplot(metrics_table(methods), "dice", organs=ORGANS)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    legend = fig.legends[0]
+    box = legend.get_window_extent(renderer)
+    frame = fig.bbox
+    assert box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y1 <= frame.y1, (box, frame)
+    assert box.y0 >= fig.axes[0].get_window_extent(renderer).y1 - 1
+    assert len(legend.get_texts()) == len(methods)
+    assert legend._ncols == (6 if len(methods) <= 6 else -(-len(methods) // 2))
+    colours = {tuple(np.round(h.get_facecolor()[:3], 6)) for h in legend.legend_handles}
+    assert len(colours) == len(methods)
+
+
 def test_boxplot_colour_stable_across_subsets():
     full = plots.method_colours(PAPER)
     sub = plots.method_colours(["suits", "initial", "extra"])

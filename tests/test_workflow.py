@@ -18,6 +18,8 @@ SNAKEFMT = str(BIN / "snakefmt") if (BIN / "snakefmt").exists() else "snakefmt"
 PROSTATE = ROOT.parent / "shared" / "data" / "prostate-mr-us"
 CI_RESULTS = ROOT / "results" / "ci"
 METHODS = ["initial", "elastix", "voxelmorph", "mind_pretrained", "suits", "mind_ssc"]
+METHOD_NAMES_OF = {"initial": "Initial", "elastix": "SimpleElastix", "voxelmorph": "VoxelMorph",
+                   "mind_pretrained": "pre-trained MIND", "suits": "SUITS (ours)", "mind_ssc": "MIND-SSC"}
 
 pytestmark = pytest.mark.workflow
 
@@ -99,7 +101,18 @@ def test_dry_run_paper(tmp_path):
             counts[parts[0]] = int(parts[1])
     assert counts.get("register_elastix") == 25, counts
     assert counts.get("register_suits") == 3 * 25, counts
+    assert counts.get("register_module") == 2 * 25, counts   # ConvexAdam, ANTs SyN
     assert counts.get("preprocess") == 40, counts
+
+
+def test_dry_run_all_methods():
+    """config/all-methods.yaml on top of the default: the eight methods, ConvexAdam and ANTs SyN
+    through register_module (4 test pairs each)."""
+    proc = dry_run("--forceall", "--configfile", "config/config.yaml", "config/all-methods.yaml")
+    assert proc.returncode == 0, output_of(proc)
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", proc.stdout, re.M))
+    assert counts.get("register_module") == "8", counts
+    assert counts.get("evaluate") == "8", counts
 
 
 def test_dry_run_prostate():
@@ -193,3 +206,54 @@ def test_ci_workflow_end_to_end():
     assert len(text) > 100_000, len(text)                 # the figures are embedded
     for name in ("table2.csv", "fig3_dice.png", "fig4_hd95.png", "fig2_example.png"):
         assert name in text, name
+
+
+ZERO_METHOD = """
+import torch
+
+
+def register(fixed, moving, fixed_affine, moving_affine, *, threads, device):
+    return torch.zeros(1, 3, *fixed.shape[-3:])
+"""
+
+
+@pytest.mark.slow
+def test_a_custom_method_reaches_table2_and_the_runtime_table(tmp_path):
+    """docs/adding-a-method.md's path, on a copy of the finished CI run: a module returning the
+    zero field, declared under custom_methods in a temporary config, runs through
+    register_module and the one evaluator and nothing else is recomputed; its Table 2 row
+    equals Initial's (both are the identity) and runtime.csv counts its 4 jobs."""
+    import pandas as pd
+    import yaml
+
+    if not (CI_RESULTS / "table2.csv").exists():
+        pytest.skip("needs the finished CI run in results/ci (test_ci_workflow_end_to_end)")
+    work = tmp_path / "run"
+    shutil.copytree(CI_RESULTS, work / "results" / "ci")   # copy2: modification times kept
+    module = tmp_path / "zero_method.py"
+    module.write_text(ZERO_METHOD)
+    cfg = yaml.safe_load(CI_CONFIG.read_text())
+    cfg["methods"].append("zero")
+    cfg["custom_methods"] = {"zero": {"module": str(module), "name": "Zero field",
+                                      "env": str(ROOT / "workflow" / "envs" / "suits.yaml")}}
+    cfg_path = tmp_path / "zero.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # a copied run has no snakemake metadata: modification times decide; table2 and runtime
+    # are asked for anew (their inputs grow by the new method's files)
+    proc = subprocess.run(
+        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "results/ci/table2.csv", "results/ci/runtime.csv",
+         "--forcerun", "table2", "runtime", "--rerun-triggers", "mtime", "--cores", "2",
+         "--configfile", str(cfg_path)],
+        cwd=work, capture_output=True, text=True, timeout=900, env=venv_env())
+    assert proc.returncode == 0, output_of(proc)
+    stats = (proc.stdout + proc.stderr).split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    ran = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", stats, re.M))
+    assert ran == {"register_module": "4", "evaluate": "1", "table2": "1", "runtime": "1",
+                   "total": "7"}, output_of(proc)
+
+    table = pd.read_csv(work / "results" / "ci" / "table2.csv", index_col=0)
+    assert list(table.index) == [METHOD_NAMES_OF[m] for m in METHODS] + ["Zero field"]
+    pd.testing.assert_series_equal(table.loc["Zero field"], table.loc["Initial"], check_names=False)
+    runtime = pd.read_csv(work / "results" / "ci" / "runtime.csv", index_col=0)
+    assert runtime.loc["Zero field", "jobs"] == 4
+

@@ -107,8 +107,11 @@ def boxplot(
     handles, labels = ax.get_legend_handles_labels()
     if ax.get_legend() is not None:
         ax.get_legend().remove()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, fontsize="small")
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    # one legend row for up to six methods (the paper's), two rows for more
+    ncol = len(labels) if len(labels) <= 6 else -(-len(labels) // 2)
+    rows = -(-len(labels) // ncol)
+    fig.legend(handles, labels, loc="upper center", ncol=ncol, frameon=False, fontsize="small")
+    fig.tight_layout(rect=(0, 0, 1, 0.92 - 0.06 * (rows - 1)))
     for out in (out_png, out_pdf):
         if out is not None:
             save_figure(fig, out)

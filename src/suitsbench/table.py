@@ -28,25 +28,8 @@ import pandas as pd
 from scipy import stats
 
 from suits.atomic import write_text
+from suitsbench.names import METHOD_NAMES, ORGAN_NAMES
 
-#: method key -> display name, in the paper's order (extras after the paper's methods)
-METHOD_NAMES: dict[str, str] = {
-    "initial": "Initial",
-    "elastix": "SimpleElastix",
-    "voxelmorph": "VoxelMorph",
-    "mind_pretrained": "pre-trained MIND",
-    "suits": "SUITS (ours)",
-    "mind_ssc": "MIND-SSC",
-}
-#: organ key -> display name, in the paper's order
-ORGAN_NAMES: dict[str, str] = {
-    "liver": "liver",
-    "spleen": "spleen",
-    "l_psoas": "l pmm",
-    "r_psoas": "r pmm",
-    "l_kidney": "l kidney",
-    "r_kidney": "r kidney",
-}
 METRICS: dict[str, str] = {"dice": "Dice", "hd95": "HD95"}
 Test = Literal["signed-rank", "rank-sum"]
 Correction = Literal["none", "holm"]

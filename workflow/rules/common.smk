@@ -12,6 +12,7 @@ sys.path[:0] = [str(Path(workflow.basedir) / "src"), str(Path(workflow.basedir))
 
 from suitsbench.errors import InputError  # noqa: E402
 from suitsbench.manifest import Record, read_manifest  # noqa: E402
+from suitsbench.methods import module_methods  # noqa: E402
 from suitsbench.pairid import ID_PATTERN, PAIR_PATTERN, split_pair_id  # noqa: E402
 from suitsbench.split import make_split  # noqa: E402
 
@@ -23,6 +24,15 @@ FOLDS = int(config["split"]["folds"])
 # per-fold folders (models, fields, metrics) only when cross-validating
 FOLD_DIRS = [RES] if FOLDS == 1 else [f"{RES}/fold{k}" for k in range(FOLDS)]
 METHODS = list(config["methods"])
+# methods with their own rules; the module methods (suitsbench.methods) share register_module
+RULE_METHODS = [
+    "initial",
+    "elastix",
+    "voxelmorph",
+    "mind_pretrained",
+    "suits",
+    "mind_ssc",
+]
 ORGANS = list(DATA["evaluate"])
 GPU = int(config["gpu"])
 ENVS = {
@@ -76,6 +86,71 @@ else:
 
 BY_ID = {r.id: r for r in RECORDS}
 IDS = sorted(BY_ID)
+
+
+def check_methods():
+    """The module methods of `methods` ({key: ModuleMethod}); one-line errors for unknown
+    names, clashes and missing module or env files, before any job runs."""
+    try:
+        known = module_methods(config)
+    except ValueError as err:
+        raise InputError(
+            "config key custom_methods", str(err), "rename the custom method"
+        )
+    unknown = [m for m in METHODS if m not in RULE_METHODS and m not in known]
+    if unknown:
+        raise InputError(
+            "config key methods",
+            f"unknown method(s) {unknown}",
+            f"use {RULE_METHODS + list(known)} or declare them under custom_methods "
+            "(docs/adding-a-method.md)",
+        )
+    chosen = {m: known[m] for m in METHODS if m in known}
+    for key in config.get("custom_methods") or {}:
+        spec = known[key]
+        files = [("env", spec.env)] + [("module", spec.module)] * spec.module.endswith(
+            ".py"
+        )
+        for what, path in files:
+            if not Path(path).is_file():
+                raise InputError(
+                    f"config key custom_methods.{key}.{what}",
+                    f"{path} is not a file",
+                    "give a path relative to the working directory or an absolute one",
+                )
+    return chosen
+
+
+MODULE_METHODS = check_methods()
+
+
+def method_labels():
+    """Method key -> display name, in `methods` order (Table 2, figures, runtime table)."""
+    from suitsbench.names import METHOD_NAMES
+
+    return {
+        m: MODULE_METHODS[m].name if m in MODULE_METHODS else METHOD_NAMES.get(m, m)
+        for m in METHODS
+    }
+
+
+def module_env(wildcards):
+    """Conda env of a module method: workflow/envs/<env>.yaml, or the custom method's file."""
+    env = MODULE_METHODS[wildcards.method].env
+    if wildcards.method in config.get("custom_methods", {}):
+        return str(Path(env).resolve())
+    return f"../envs/{env}.yaml"
+
+
+def module_of(wildcards):
+    """The module of a module method (a .py path made absolute)."""
+    name = MODULE_METHODS[wildcards.method].module
+    return str(Path(name).resolve()) if name.endswith(".py") else name
+
+
+# register_module's methods (a pattern that matches nothing when there are none)
+MODULE_PATTERN = "|".join(re.escape(m) for m in MODULE_METHODS) or "(?!)"
+
 
 if "elastix" in METHODS:
     # the parameter map is free-form in the schema: its structure is checked here, before any

@@ -27,7 +27,7 @@ rule table2:
     resources:
         **resources_for("light"),
     params:
-        methods=METHODS,
+        methods=method_labels(),
         organs=ORGANS,
         reference="suits" if "suits" in METHODS else None,
         test=config["evaluation"]["test"],
@@ -90,7 +90,7 @@ rule boxplot:
     resources:
         **resources_for("light"),
     params:
-        methods=METHODS,
+        methods=method_labels(),
         organs=ORGANS,
     script:
         "../scripts/boxplot.py"
@@ -149,6 +149,7 @@ rule runtime:
         **resources_for("light"),
     params:
         files=runtime_inputs(),
+        names=method_labels(),
     script:
         "../scripts/runtime.py"
 

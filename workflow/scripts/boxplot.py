@@ -10,7 +10,7 @@ o, p = snakemake.output, snakemake.params  # noqa: F821
 boxplot(
     read_metrics(snakemake.input),  # noqa: F821
     metric=snakemake.wildcards.metric,  # noqa: F821
-    methods=list(p.methods),
+    methods=dict(p.methods),
     organs=list(p.organs),
     out_png=o.png,
     out_pdf=o.pdf,

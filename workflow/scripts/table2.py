@@ -10,7 +10,7 @@ from suitsbench.table import make_table2, write_table2  # noqa: E402
 o, p = snakemake.output, snakemake.params  # noqa: F821
 table = make_table2(
     read_metrics(snakemake.input),  # noqa: F821
-    methods=list(p.methods),
+    methods=dict(p.methods),
     organs=list(p.organs),
     reference=p.reference,
     test=p.test,

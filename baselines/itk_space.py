@@ -1,0 +1,58 @@
+"""NIfTI grids as ITK sees them, and ITK displacement fields as contract fields.
+
+ITK (elastix, ANTs) works in LPS physical space. A NIfTI affine ``A`` (RAS) maps voxel
+``(i, j, k)`` to RAS millimetres; ITK's index ``(x, y, z)`` is NIfTI's ``(i, j, k)``, and its
+geometry is spacing = column norms of ``diag(-1, -1, 1) @ A[:3, :3]``, direction = that matrix
+with unit columns, origin = ``diag(-1, -1, 1) @ A[:3, 3]``.
+
+An ITK displacement field ``d`` (LPS millimetres, on the fixed grid) maps the fixed point ``p``
+to the moving point ``p + d(p)``; in fixed-grid voxels that is
+``u = A_fix[:3, :3]^-1 @ diag(-1, -1, 1) @ d``, channels ``i, j, k`` (the field contract,
+``docs/architecture.md``).
+
+The affine's linear part must be orthogonal up to column scaling (no shear), as ITK images
+cannot represent shear; preprocessed (canonical) images always satisfy this.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["LPS", "itk_geometry", "lps_field_to_voxels"]
+
+LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def itk_geometry(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], np.ndarray]:
+    """NIfTI affine (RAS) -> ITK ``(origin, spacing, direction)`` in LPS; ``direction`` is the
+    3x3 matrix whose column ``a`` is the physical direction of index axis ``a``."""
+    A = np.asarray(affine, dtype=np.float64)
+    if A.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got {A.shape}")
+    lin = LPS @ A[:3, :3]
+    spacing = np.linalg.norm(lin, axis=0)
+    if np.any(spacing <= 0):
+        raise ValueError(f"degenerate affine (zero voxel size): {A.tolist()}")
+    direction = lin / spacing
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        raise ValueError("affine has shear; ITK images need orthogonal axes "
+                         "(resample to a canonical grid first)")
+    origin = LPS @ A[:3, 3]
+    return tuple(origin.tolist()), tuple(spacing.tolist()), direction
+
+
+def lps_field_to_voxels(d: np.ndarray, fixed_affine: np.ndarray,
+                        fixed_shape: Sequence[int] | None = None) -> torch.Tensor:
+    """An ITK displacement field ``(D, H, W, 3)`` (LPS mm, ITK index order = NIfTI ``i, j, k``)
+    as a contract field ``(1, 3, D, H, W)`` float32 in fixed-grid voxels, channels ``i, j, k``."""
+    d = np.asarray(d, dtype=np.float64)
+    if d.ndim != 4 or d.shape[-1] != 3:
+        raise ValueError(f"an ITK displacement field is (D, H, W, 3), got {d.shape}")
+    if fixed_shape is not None and d.shape[:3] != tuple(int(s) for s in fixed_shape):
+        raise RuntimeError(f"the field lies on {d.shape[:3]}, expected the fixed grid "
+                           f"{tuple(int(s) for s in fixed_shape)}")
+    to_vox = np.linalg.inv(np.asarray(fixed_affine, float)[:3, :3]) @ LPS
+    u = np.einsum("cl,dhwl->cdhw", to_vox, d)
+    return torch.from_numpy(u.astype(np.float32))[None]
