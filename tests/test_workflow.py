@@ -107,11 +107,11 @@ def test_dry_run_paper(tmp_path):
 
 def test_dry_run_all_methods():
     """config/all-methods.yaml on top of the default: the eight methods, ConvexAdam and ANTs SyN
-    through register_module (4 test pairs each)."""
+    through register_module (9 test pairs each)."""
     proc = dry_run("--forceall", "--configfile", "config/config.yaml", "config/all-methods.yaml")
     assert proc.returncode == 0, output_of(proc)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", proc.stdout, re.M))
-    assert counts.get("register_module") == "8", counts
+    assert counts.get("register_module") == "18", counts
     assert counts.get("evaluate") == "8", counts
 
 
