@@ -295,3 +295,24 @@ def test_validator_scores_registration_against_identity():
               "moving": _pair(1)["moving_labels"].float()}]
     v = Validator(pairs, dict(iterations=10, lam=0.5))
     assert v(LabelFeatures()) > v.initial() + 0.05
+
+
+def test_validator_for_rows_and_no_rows(tmp_path):
+    """validator_for: None without validation rows; with rows, a Validator over the loaded
+    pairs that passes the modalities on to the registration."""
+    from suits.io import save_labels, save_volume
+    from suits.pairs import read_pairs
+    from suits.validation import Validator, validator_for
+
+    assert validator_for([], tmp_path / "none.tsv", {}, "mr", "ct") is None
+    p = _pair(1)
+    eye = torch.eye(4).double().numpy()
+    for name in ("fixed", "moving"):
+        save_volume(tmp_path / f"{name}.nii.gz", p[name], eye)
+        save_labels(tmp_path / f"{name}_l.nii.gz", p[f"{name}_labels"], eye)
+    tsv = tmp_path / "val.tsv"
+    tsv.write_text("fixed_image\tmoving_image\tfixed_labels\tmoving_labels\n"
+                   "fixed.nii.gz\tmoving.nii.gz\tfixed_l.nii.gz\tmoving_l.nii.gz\n")
+    v = validator_for(read_pairs(tsv), tsv, {"iterations": 2}, "mr", "ct")
+    assert isinstance(v, Validator) and len(v.pairs) == 1
+    assert v.register_kwargs == {"iterations": 2, "fixed_modality": "mr", "moving_modality": "ct"}

@@ -169,6 +169,22 @@ class ValidationLog:
         return {k: list(zip(self.steps, v)) for k, v in self.values.items()}
 
 
+
+def validator_for(rows: Sequence[Mapping], source, register_kwargs: Mapping,
+                  fixed_modality: str, moving_modality: str,
+                  device: torch.device | str | None = None) -> Validator | None:
+    """A :class:`Validator` on the pairs of ``rows`` (:func:`suits.pairs.read_pairs` rows of
+    the file ``source``), registering with ``register_kwargs`` and the two modalities;
+    ``None`` when there are no rows (no validation set)."""
+    from suits.pairs import load_pairs
+
+    if not rows:
+        return None
+    return Validator(load_pairs(rows, source),
+                     dict(register_kwargs, fixed_modality=str(fixed_modality),
+                          moving_modality=str(moving_modality)), device=device)
+
+
 def write_curve(path, losses: Sequence[float], curve: Sequence[tuple[int, float]],
                 initial: float | None = None,
                 columns: Mapping[str, Sequence[tuple[int, float]]] | None = None) -> None:

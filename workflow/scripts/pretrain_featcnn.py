@@ -13,9 +13,9 @@ start(snakemake)  # noqa: F821
 import torch  # noqa: E402
 from suits.cli import setup_logging  # noqa: E402
 from suits.modelfile import save_model  # noqa: E402
-from suits.pairs import load_pairs, read_pairs  # noqa: E402
+from suits.pairs import read_pairs  # noqa: E402
 from suits.pretrain import initial_model, load_images, pretrain  # noqa: E402
-from suits.validation import Validator, write_curve  # noqa: E402
+from suits.validation import validator_for, write_curve  # noqa: E402
 from suitsbench import job  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
@@ -43,14 +43,8 @@ if val_rows:
             (p.fixed_modality, list(dict.fromkeys(r["fixed_image"] for r in val_rows))),
         ]
     )
-    validate = Validator(
-        load_pairs(val_rows, i.val_pairs),
-        dict(
-            p.validation,
-            fixed_modality=str(p.fixed_modality),
-            moving_modality=str(p.moving_modality),
-        ),
-        device=device,
+    validate = validator_for(
+        val_rows, i.val_pairs, p.validation, p.fixed_modality, p.moving_modality, device
     )
 curve = {}
 _, losses = pretrain(

@@ -11,7 +11,7 @@ from suits.cli import setup_logging  # noqa: E402
 from suits.modelfile import load_model, save_model  # noqa: E402
 from suits.pairs import load_pairs, read_pairs  # noqa: E402
 from suits.train import train_suits  # noqa: E402
-from suits.validation import Validator, write_curve  # noqa: E402
+from suits.validation import validator_for, write_curve  # noqa: E402
 from suitsbench import job  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
@@ -30,18 +30,10 @@ rows = read_pairs(i.pairs)
 model = load_model(i.model, device=device)
 pairs = load_pairs(rows, i.pairs)
 val_rows = read_pairs(i.val_pairs, allow_empty=True)
-validate = None
-if val_rows:
-    validate = Validator(
-        load_pairs(val_rows, i.val_pairs),
-        dict(
-            p.validation,
-            fixed_modality=str(p.fixed_modality),
-            moving_modality=str(p.moving_modality),
-        ),
-        device=device,
-    )
-elif p.select == "best":
+validate = validator_for(
+    val_rows, i.val_pairs, p.validation, p.fixed_modality, p.moving_modality, device
+)
+if validate is None and p.select == "best":
     raise SystemExit(
         f"train_suits: suits.select is 'best' but {i.val_pairs} lists no validation "
         "pairs; set split.n_val >= 1 or suits.select: last"
