@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from baselines.itk_space import itk_geometry, lps_field_to_voxels
+from baselines.itk_space import itk_geometry, lps_field_to_voxels, volume_array
 
 __all__ = ["DEFAULTS", "register", "to_ants"]
 
@@ -50,20 +50,12 @@ def _ants(threads: int | None = None):
     return ants
 
 
-def _volume(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    while a.ndim > 3 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != 3:
-        raise ValueError(f"expected one 3D volume ((D,H,W) or (1,1,D,H,W)), got shape {a.shape}")
-    return np.ascontiguousarray(a, dtype=np.float32)
-
 
 def to_ants(volume: np.ndarray | torch.Tensor, affine: np.ndarray, threads: int | None = None):
     """An ANTs float image of a ``(D,H,W)`` volume with the affine's geometry (LPS)."""
     ants = _ants(threads)
     origin, spacing, direction = itk_geometry(affine)
-    return ants.from_numpy(_volume(volume), origin=origin, spacing=spacing, direction=direction)
+    return ants.from_numpy(volume_array(volume), origin=origin, spacing=spacing, direction=direction)
 
 
 def _iterations(value: Sequence[int]) -> tuple[int, ...]:
@@ -95,7 +87,7 @@ def register(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Tensor
         raise ValueError(f"unknown ANTs setting(s) {unknown}; known: {sorted(DEFAULTS)}")
     opts = {**DEFAULTS, **settings}
     ants = _ants(threads)
-    f = _volume(fixed)
+    f = volume_array(fixed)
     moving_affine = fixed_affine if moving_affine is None else moving_affine
     fi = to_ants(f, fixed_affine)
     mi = to_ants(moving, moving_affine)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from baselines.elastix_params import parameter_map, to_elastix
-from baselines.itk_space import itk_geometry, lps_field_to_voxels
+from baselines.itk_space import itk_geometry, lps_field_to_voxels, volume_array
 
 __all__ = [
     "register",
@@ -55,15 +55,6 @@ def _sitk():
     return sitk
 
 
-def _volume(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    """``(D,H,W)`` or ``(1,1,D,H,W)`` to a float32 numpy ``(D,H,W)``."""
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    while a.ndim > 3 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != 3:
-        raise ValueError(f"expected one 3D volume ((D,H,W) or (1,1,D,H,W)), got shape {a.shape}")
-    return a.astype(np.float32, copy=False)
-
 
 def _geometry(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
     """NIfTI affine (RAS) -> ITK ``(origin, spacing, direction)`` in LPS (direction row-major)."""
@@ -74,7 +65,7 @@ def _geometry(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...],
 def to_sitk(volume: np.ndarray | torch.Tensor, affine: np.ndarray):
     """A SimpleITK float32 image of a ``(D,H,W)`` volume with the affine's geometry (LPS)."""
     sitk = _sitk()
-    a = _volume(volume)
+    a = volume_array(volume)
     img = sitk.GetImageFromArray(np.ascontiguousarray(a.transpose(2, 1, 0)))  # sitk wants [k, j, i]
     origin, spacing, direction = _geometry(affine)
     img.SetOrigin(origin)
@@ -194,7 +185,7 @@ def register(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Tensor
         ``u`` ``(1, 3, D, H, W)`` float32 on the CPU (or on ``fixed``'s device if it is a
         tensor), fixed-grid voxels, ``warp(moving, u) ≈ fixed``.
     """
-    shape = _volume(fixed).shape
+    shape = volume_array(fixed).shape
     tmaps = run_elastix(fixed, moving, fixed_affine, moving_affine, params=params, threads=threads)
     u = deformation_field(tmaps, fixed_affine, shape)
     return u.to(fixed.device) if isinstance(fixed, torch.Tensor) else u

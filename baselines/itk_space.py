@@ -20,9 +20,19 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["LPS", "itk_geometry", "lps_field_to_voxels"]
+__all__ = ["LPS", "volume_array", "itk_geometry", "lps_field_to_voxels"]
 
 LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def volume_array(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``(D,H,W)`` or ``(1,1,D,H,W)`` to a C-contiguous float32 numpy ``(D,H,W)``."""
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    while a.ndim > 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 3:
+        raise ValueError(f"expected one 3D volume ((D,H,W) or (1,1,D,H,W)), got shape {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def itk_geometry(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], np.ndarray]:
