@@ -247,7 +247,8 @@ def formatted_cells(table: pd.DataFrame, p_formatter=fmt_p) -> list[list[str]]:
 
 
 def caption(table: pd.DataFrame) -> str:
-    """One-paragraph description of how the table was computed (deterministic)."""
+    """One-paragraph description of how the table was computed (deterministic), ending with
+    ``attrs["qc"]`` when set (the affine QC's line, :func:`suitsbench.qctable.table_note`)."""
     n = sorted(set(table.attrs.get("n_pairs", {}).values()))
     n_txt = ", ".join(str(v) for v in n) if n else "?"
     std_txt = "all pair x organ values" if table.attrs.get("std_over", "all") == "all" else "per-pair means"
@@ -269,6 +270,8 @@ def caption(table: pd.DataFrame) -> str:
                 "per metric."
             )
     parts.extend(f"Note: {n}." for n in table.attrs.get("notes", []))
+    if table.attrs.get("qc"):
+        parts.append(f"{table.attrs['qc']}.")
     return " ".join(parts)
 
 
