@@ -1,7 +1,8 @@
 # Affine groupwise pre-registration (paper Sec. 4): every image against every other one
 # (one job per image = one row of pairwise transforms), the unbiased mean space from all
-# rows, and every image and label map resampled into it. affine.enabled: false skips the
-# stage; the methods then read the preprocessed files (common.smk: aligned()).
+# rows, every image, label map and field-of-view mask resampled into it, and a quality check
+# of the result (affine/qc.tsv). affine.enabled: false skips the stage; the methods then
+# read the preprocessed files (common.smk: aligned()).
 
 
 rule affine_pairwise:
@@ -55,11 +56,13 @@ rule affine_resample:
     input:
         image=f"{RES}/prep/{{id}}_image.nii.gz",
         label=f"{RES}/prep/{{id}}_label.nii.gz",
+        fov=f"{RES}/prep/{{id}}_fov.nii.gz",
         transform=f"{RES}/affine/mean/{{id}}.txt",
         reference=f"{RES}/affine/mean/reference_grid.nii.gz",
     output:
         image=f"{RES}/aligned/{{id}}_image.nii.gz",
         label=f"{RES}/aligned/{{id}}_label.nii.gz",
+        fov=f"{RES}/aligned/{{id}}_fov.nii.gz",
     log:
         f"{RES}/logs/affine/resample/{{id}}.log",
     benchmark:
@@ -71,3 +74,32 @@ rule affine_resample:
         **resources_for("light"),
     script:
         "../scripts/affine_resample.py"
+
+
+rule affine_qc:
+    input:
+        images=[f"{RES}/aligned/{i}_image.nii.gz" for i in QC_IDS],
+        masks=[f"{RES}/aligned/{i}_fov.nii.gz" for i in QC_IDS],
+    output:
+        report(
+            f"{RES}/affine/qc.tsv",
+            caption="../report/affine_qc.rst",
+            category="Affine QC",
+            labels={"table": "affine QC"},
+        ),
+    log:
+        f"{RES}/logs/affine/qc.log",
+    benchmark:
+        f"{RES}/benchmarks/affine/qc.tsv"
+    retries: 0  # a failed check is not transient (the profiles retry failed jobs)
+    conda:
+        ENVS["data"]
+    threads: threads_for("register")
+    resources:
+        **resources_for("register"),
+    params:
+        ids=QC_IDS,
+        pairs=QC_PAIRS,
+        qc=config["affine"]["qc"],
+    script:
+        "../scripts/affine_qc.py"

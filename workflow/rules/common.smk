@@ -10,6 +10,7 @@ from pathlib import Path
 # suits and suitsbench in src/, baselines at the top (pyproject.toml's package-dir)
 sys.path[:0] = [str(Path(workflow.basedir) / "src"), str(Path(workflow.basedir))]
 
+from suitsbench.qctable import select_pairs  # noqa: E402
 from suitsbench.errors import InputError  # noqa: E402
 from suitsbench.manifest import Record, read_manifest  # noqa: E402
 from suitsbench.methods import module_methods  # noqa: E402
@@ -227,7 +228,8 @@ def resize_reference(record):
 
 
 def aligned(id, kind="image"):
-    """Input to every method: in the groupwise mean space, or the preprocessed file."""
+    """Input to every method (kind image, label or fov, the field-of-view mask): in the
+    groupwise mean space, or the preprocessed file when affine.enabled is false."""
     stage = "aligned" if config["affine"]["enabled"] else "prep"
     return f"{RES}/{stage}/{id}_{kind}.nii.gz"
 
@@ -260,9 +262,30 @@ VALIDATION_REGISTER = {
 }
 
 
+# pair id -> role of the pairs the affine QC checks: every test and validation pair of every
+# fold, and a few training pairs per training image (suitsbench.qctable.select_pairs)
+QC_PAIRS = select_pairs(
+    *(
+        [p for s in SPLITS.values() for p in getattr(s, f"{role}_pairs")]
+        for role in ("test", "val", "train")
+    )
+)
+QC_IDS = sorted({i for p in QC_PAIRS for i in split_pair_id(p)})
+
+
+def affine_qc_file():
+    """[affine/qc.tsv] when the affine stage runs, else []."""
+    return [f"{RES}/affine/qc.tsv"] if config["affine"]["enabled"] else []
+
+
 def pair_images(wildcards):
+    """Fixed and moving image of a test pair; with affine.qc.on_failure: stop also the
+    affine QC, so that no test pair is registered before it passes."""
     moving_id, fixed_id = split_pair_id(wildcards.pair)
-    return {"fixed": aligned(fixed_id), "moving": aligned(moving_id)}
+    files = {"fixed": aligned(fixed_id), "moving": aligned(moving_id)}
+    if config["affine"]["qc"]["on_failure"] == "stop":
+        files["affine_qc"] = affine_qc_file()
+    return files
 
 
 SUITS_MODELS = {
@@ -385,6 +408,7 @@ def final_outputs():
         f"{RES}/runtime.csv",
         f"{RES}/runtime.md",
         f"{RES}/provenance.json",
+        *affine_qc_file(),
         *itk_fields(),
     ]
     for d in FOLD_DIRS:

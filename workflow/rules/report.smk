@@ -1,4 +1,5 @@
-# Report: Table 2 (Wilcoxon tests of SUITS against every other method), the Learn2Reg-style
+# Report: Table 2 (Wilcoxon tests of SUITS against every other method; its caption names
+# the test pairs and images the affine QC flags), the Learn2Reg-style
 # summary and ranking, the box plots of Figs. 3 and 4, the example pair of Fig. 2, the runtime
 # table, the provenance record and the learning curves.
 # With split.folds > 1 every table and figure pools the test pairs of all folds, except the
@@ -7,7 +8,8 @@
 
 rule table2:
     input:
-        all_metrics(),
+        metrics=all_metrics(),
+        affine_qc=affine_qc_file(),
     output:
         csv=report(
             f"{RES}/table2.csv",
@@ -33,6 +35,7 @@ rule table2:
         test=config["evaluation"]["test"],
         std_over=config["evaluation"]["std_over"],
         correction=config["evaluation"]["correction"],
+        test_pairs=[p for d in FOLD_DIRS for p in split_of(d).test_pairs],
     script:
         "../scripts/table2.py"
 

@@ -1,5 +1,6 @@
-"""Rule affine_resample: an image (trilinear) and its label map (nearest) in the groupwise
-mean space, on its reference grid (suitsbench.groupwise.resample_to_space)."""
+"""Rule affine_resample: an image (trilinear), its label map and its field-of-view mask
+(nearest; 0 outside the source grid) in the groupwise mean space, on its reference grid
+(suitsbench.groupwise.resample_to_space)."""
 from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
@@ -13,7 +14,11 @@ T = load_transform(i.transform)
 ref = nib.load(i.reference)
 image, affine = load_volume(i.image)
 labels, label_affine = load_labels(i.label)
+fov, fov_affine = load_labels(i.fov)
 save_volume(o.image, resample_to_space(image, affine, T, ref.affine, ref.shape, order=1), ref.affine)
 save_labels(
     o.label, resample_to_space(labels, label_affine, T, ref.affine, ref.shape, order=0), ref.affine
+)
+save_labels(
+    o.fov, resample_to_space(fov, fov_affine, T, ref.affine, ref.shape, order=0, cval=0), ref.affine
 )
