@@ -91,6 +91,7 @@ rule affine_qc:
         f"{RES}/logs/affine/qc.log",
     benchmark:
         f"{RES}/benchmarks/affine/qc.tsv"
+    priority: 30  # a few seconds: its warning comes before the training jobs
     retries: 0  # a failed check is not transient (the profiles retry failed jobs)
     conda:
         ENVS["data"]
