@@ -5,7 +5,8 @@ For each variant the phantom is generated (the embedded default's anatomy: seed 
 deformation x 3, fat planes, MR bias 0.25; ``--n`` patients per modality), preprocessed
 (``suitsbench.preprocess.preprocess_arrays``, the default's 2 mm grid of 80 x 64 x 64 with
 field-of-view masks), registered pairwise in both directions
-(``suitsbench.groupwise.pairwise_row``, ``affine.levels`` [4, 2], ``affine.init`` search),
+(``suitsbench.groupwise.pairwise_row``, ``affine.levels`` [4, 2], ``affine.init`` search,
+``affine.init_starts`` 3 unless ``--starts``),
 put into the groupwise mean space (``groupwise_mean`` with the config's defaults) and
 resampled: the library calls of the workflow's ``preprocess``, ``affine_pairwise``,
 ``affine_mean`` and ``affine_resample`` rules, without the other jobs of a workflow run.
@@ -22,7 +23,7 @@ with -1024 / -3024 outside a cylindrical scan field of view).
 Usage::
 
     nice -n 19 .venv/bin/python benchmarks/bench_fov.py [--n 4] [--variants slab full ...]
-        [--margin 0.1] [--starts 1] [--template-fov 0 0.75]
+        [--margin 0.1] [--starts 3] [--template-fov 0 0.75]
 """
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4, help="patients per modality")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--margin", type=float, default=None, help="AffineSettings.init_margin")
-    ap.add_argument("--starts", type=int, default=None, help="AffineSettings.init_starts")
+    ap.add_argument("--starts", type=int, default=3,
+                    help="AffineSettings.init_starts (default: the config's affine.init_starts)")
     ap.add_argument("--template-fov", type=float, nargs="+", default=[0.0, 0.75],
                     help="groupwise_mean template_fov values to compare (0: every image)")
     args = ap.parse_args()
