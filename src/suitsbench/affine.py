@@ -209,8 +209,8 @@ def initial_starts(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndarray
                    settings: "AffineSettings | None" = None) -> list[np.ndarray]:
     """The starts of :func:`register_affine`: :func:`initial_transform` first; with
     ``init="search"``, ``settings.init_starts > 1`` and a field-of-view mask marking padding
-    (a partial or padded scan), also the search's next best local minima and the
-    centre-of-mass start, up to ``init_starts`` distinct ones (closer than 1 mm at the
+    (a partial or padded scan), also the centre-of-mass start, the search's winner and its
+    next best local minima, in this order, up to ``init_starts`` distinct ones (closer than 1 mm at the
     field-of-view corners counts as the same)."""
     st = AffineSettings() if settings is None else settings
     partial = any(m is not None and not bool((_numpy3d(m) > 0).all())
@@ -232,7 +232,7 @@ def initial_starts(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndarray
         [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
          for k in (0, shape[2] - 1)]).T
     starts: list[np.ndarray] = []
-    for cand in [T, *(c for c, _ in res.candidates), com]:
+    for cand in [T, com, res.T, *(c for c, _ in res.candidates)]:
         if len(starts) == st.init_starts:
             break
         if all(np.linalg.norm(((cand - s) @ corners)[:3], axis=0).max() >= 1.0
