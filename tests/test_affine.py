@@ -360,3 +360,78 @@ def test_search_keeps_the_start_of_full_fields_of_view():
     m, _, ma = imgs[0]
     assert register_affine(f, m, fa, ma, init="search").tobytes() == register_affine(
         f, m, fa, ma, init="com").tobytes()
+
+
+# ----------------------------------------------------------------------------- partial scans
+
+def test_mean_space_of_the_full_scans_places_slabs_through_them():
+    """Three full scans and two slabs (field-of-view masks filling 30 % of the grid) with exact
+    transforms, except between the slabs (they share no anatomy: 80 mm off). With
+    template_fov 0.75 the mean space is the full scans' mean and every image lands exactly
+    there; with every image in the template the slabs' wrong pair pulls everything off."""
+    from suitsbench.groupwise import template_ids
+    offsets = {"a": [0.0, 0, 0], "b": [30.0, -6, 3], "c": [-12.0, 9, 60], "s1": [5.0, 2, -40],
+               "s2": [-8.0, 4, 25]}
+    Y = {k: shift(v) for k, v in offsets.items()}
+    ids = list(Y)
+    T = {(i, j): Y[j] @ np.linalg.inv(Y[i]) for i in ids for j in ids if i != j}
+    T[("s1", "s2")] = T[("s1", "s2")] @ shift([0.0, 0.0, 80.0])
+    T[("s2", "s1")] = np.linalg.inv(T[("s1", "s2")])
+    slab = np.zeros((10, 10, 10), bool)
+    slab[:, :, :3] = True
+    masks = {"s1": slab, "s2": slab, "a": np.ones((10, 10, 10), bool)}
+    assert template_ids(ids, masks, 0.75) == ["a", "b", "c"]
+    assert template_ids(ids, masks, 0.3) == ids
+    assert template_ids(ids, None, 0.75) == ids
+    centre = shift(np.mean([offsets[k] for k in "abc"], 0))
+    M = groupwise_mean(T, ids, masks=masks, template_fov=0.75)
+    for i in ids:
+        assert np.allclose(M[i] @ Y[i], centre, atol=1e-9), i
+    M_all = groupwise_mean(T, ids, masks=masks)
+    assert not np.allclose(M_all["s1"] @ Y["s1"], M_all["a"] @ Y["a"], atol=1.0)
+    # without partial scans the template is the whole group: the unweighted mean
+    full = [i for i in ids if i[0] != "s"]
+    assert all(np.array_equal(groupwise_mean(T, full, template_fov=0.75)[i],
+                              groupwise_mean(T, full)[i]) for i in full)
+
+
+def test_local_minima_of_a_cost_map():
+    """Hand case: three basins; the lowest first, neighbours of a minimum are not minima,
+    infinite cells never are."""
+    from suitsbench.globalinit import _local_minima
+    c = np.full((9, 1, 1), 5.0)
+    c[:, 0, 0] = [3.0, 4.0, 5.0, 1.0, 1.5, 5.0, 2.0, 2.5, np.inf]
+    assert _local_minima(c, 5, 1) == [(3, 0, 0), (6, 0, 0), (0, 0, 0)]
+    assert _local_minima(c, 2, 1) == [(3, 0, 0), (6, 0, 0)]
+    assert _local_minima(c, 5, 2) == [(3, 0, 0), (0, 0, 0)]     # 1.5 is within 2 of 6
+    assert _local_minima(c, 5, 3) == [(3, 0, 0)]
+    assert _local_minima(np.full((2, 2, 2), np.inf), 3, 1) == []
+
+
+@pytest.mark.slow
+def test_search_candidates_and_multi_start(patient):
+    """``top`` returns the search's winner first and then other, worse local minima; the
+    multi-start registration of a slab keeps the start with the lowest final cost (within
+    3 mm here), and images without padding get one start: the default's result."""
+    from suitsbench.affine import initial_starts
+    from suitsbench.globalinit import search_translation
+    geom, ct, lab, A = patient
+    mr, lab_s, A_s, mask, T_true = slab_of(geom, 44.0, 20, 90.0)
+    com = initial_transform(mr, ct, A_s, A, "com", fixed_mask=mask)
+    one = search_translation(mr, ct, A_s, A, com, fixed_mask=mask)
+    res = search_translation(mr, ct, A_s, A, com, fixed_mask=mask, top=3)
+    assert np.array_equal(res.T, one.T) and len(res.candidates) == 3
+    assert np.array_equal(res.candidates[0][0], one.T)
+    costs = [c for _, c in res.candidates]
+    assert costs == sorted(costs) and costs[0] == one.cost
+    st = AffineSettings(init_starts=3)
+    starts = initial_starts(mr, ct, A_s, A, "search", fixed_mask=mask, settings=st)
+    assert len(starts) == 3 and any(np.array_equal(s, com) for s in starts)
+    T = register_affine(mr, ct, A_s, A, st, init="search", fixed_mask=mask)
+    pts = organ_points(lab_s, A_s)
+    assert mean_error_mm(T, T_true, pts) < 3.0
+    full = np.ones(mr.shape, np.uint8)
+    assert len(initial_starts(mr, ct, A_s, A, "search", fixed_mask=full, settings=st)) == 1
+    f, _, fa = P.render(P.make_geometry(7, deform_scale=3.0, fat_planes=True), "mr")
+    assert register_affine(f, ct, fa, A, st, init="search").tobytes() == register_affine(
+        f, ct, fa, A, init="search").tobytes()

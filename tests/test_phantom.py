@@ -185,3 +185,97 @@ def test_variants_change_only_what_they_name():
     liver = lab == 1
     cv = lambda img: img[liver].std() / img[liver].mean()  # noqa: E731
     assert cv(mr1) < 0.7 * cv(mr0)
+
+
+def test_draw_slab_ranges_and_slab_grid():
+    """A slab: 15-30 slices, its anatomy between -0.15 and 0.6 of the half height, its header
+    centre 60-100 mm above or below the other scans' centre; the grid is the field of view's
+    plane at that height."""
+    draws = [phantom.draw_slab(np.random.default_rng(s), 64.0) for s in range(200)]
+    slices, heights, shifts = map(np.array, zip(*draws))
+    assert slices.min() == 15 and slices.max() == 30
+    assert heights.min() >= -0.15 * 64 and heights.max() <= 0.6 * 64
+    centres = heights + shifts
+    assert (np.abs(centres) >= 60).all() and (np.abs(centres) <= 100).all()
+    assert (centres > 0).any() and (centres < 0).any()
+    assert phantom.draw_slab(np.random.default_rng(7), 64.0) == draws[7]
+    shape, aff = phantom.slab_grid((80, 64, 64), 2.0, 20, 12.5, "LPS")
+    assert shape == (80, 64, 20) and nib.aff2axcodes(aff) == ("L", "P", "S")
+    assert np.allclose(aff @ np.array([39.5, 31.5, 9.5, 1.0]), [0, 0, 12.5, 1])
+
+
+def test_mr_slab_is_a_partial_scan_with_its_header_off(tmp_path):
+    """--mr-slab: the first N MR scans are axial slabs of the patient's own anatomy (the
+    rendering at some height), written with a header 60-100 mm off the other scans' centre;
+    seeded; the CTs and the other MR scans keep the full field of view."""
+    kw = dict(n_per_modality=3, shape=SMALL, spacing=SMALL_SPACING, seed=2, mr_slab=2,
+              slab_slices=(5, 8))
+    recs = read_manifest(phantom.generate(tmp_path / "a", **kw))
+    again = read_manifest(phantom.generate(tmp_path / "b", **kw))
+    for n, rec in enumerate(recs):
+        img, lab = nib.load(rec.image), np.asarray(nib.load(rec.label).dataobj)
+        np.testing.assert_array_equal(np.asarray(img.dataobj),
+                                      np.asarray(nib.load(again[n].image).dataobj))
+        if rec.modality == "ct" or n == 5:
+            assert img.shape == SMALL
+            continue
+        assert 5 <= img.shape[2] <= 8 and img.shape[:2] == SMALL[:2]
+        centre = img.affine @ np.append((np.asarray(img.shape) - 1) / 2, 1.0)
+        assert 60 <= abs(centre[2]) <= 100
+        # the labels are the patient's anatomy at some height (not at the header's)
+        geom = phantom.make_geometry(2 * 100003 + n, SMALL, SMALL_SPACING)
+        at_header = phantom.render(geom, "mr", img.shape, img.affine)[1]
+        assert not at_header.any() or not np.array_equal(at_header, lab)
+        assert lab.any()
+
+
+
+def test_orientation_and_spacing_of_one_modality(tmp_path):
+    """--orientation / --spacing: only the named modality's stored grid changes; the anatomy
+    stays at the same world position (anisotropic content resampled, not stretched)."""
+    recs = read_manifest(phantom.generate(
+        tmp_path, n_per_modality=1, shape=SMALL, spacing=SMALL_SPACING, orientation="LAS",
+        write_spacing=(2.0, 2.0, 10.0), grid_modalities=("mr",)))
+    ct, mr = nib.load(recs[0].image), nib.load(recs[1].image)
+    assert nib.aff2axcodes(ct.affine) == ("R", "A", "S") and ct.shape == SMALL
+    assert nib.aff2axcodes(mr.affine) == ("L", "A", "S")
+    assert np.allclose(mr.header.get_zooms()[:3], (2.0, 2.0, 10.0))
+    assert mr.shape == (80, 64, 13)                           # 160 x 128 x 128 mm
+    _, lab_ras, aff_ras = phantom.render(phantom.make_geometry(1, SMALL, SMALL_SPACING), "mr")
+    lab = np.asarray(nib.load(recs[1].label).dataobj)
+    for v in (1, 2, 5, 6):                                    # left/right organs stay put
+        d = world_centroid(lab, mr.affine, v) - world_centroid(lab_ras, aff_ras, v)
+        assert np.linalg.norm(d) < 3.0, (v, d)
+
+
+@pytest.mark.parametrize("value", [-1024.0, -3024.0])
+def test_ct_padding_outside_a_cylindrical_scan_field_of_view(tmp_path, value):
+    """--ct-padding: the CT outside the reconstruction cylinder (radius half the larger
+    in-plane extent, about the superior-inferior axis) takes the value; the body inside is
+    untouched, the MR is not padded."""
+    kw = dict(n_per_modality=1, shape=SMALL, spacing=SMALL_SPACING, seed=4)
+    plain = read_manifest(phantom.generate(tmp_path / "a", **kw))
+    padded = read_manifest(phantom.generate(tmp_path / "b", ct_padding=value, **kw))
+    ct0 = np.asarray(nib.load(plain[0].image).dataobj)
+    ct1 = np.asarray(nib.load(padded[0].image).dataobj)
+    aff = nib.load(padded[0].image).affine
+    idx = np.indices(SMALL).reshape(3, -1).T
+    world = idx @ aff[:3, :3].T + aff[:3, 3]
+    r = np.hypot(world[:, 0], world[:, 1]).reshape(SMALL)
+    outside = r > 0.5 * SMALL[0] * SMALL_SPACING
+    assert 0.05 < outside.mean() < 0.25                       # the corners of the axial plane
+    assert (ct1[outside] == value).all()
+    np.testing.assert_array_equal(ct1[~outside], ct0[~outside])
+    assert (ct0[outside] > -1100).all()                       # was air and body, not padding
+    np.testing.assert_array_equal(np.asarray(nib.load(plain[1].image).dataobj),
+                                  np.asarray(nib.load(padded[1].image).dataobj))
+
+
+def test_pad_scan_fov_hand_case():
+    """A 5 x 5 x 1 grid of 1 mm centred on the origin, radius 2 mm: the 4 corners and the 8
+    cells at distance sqrt(5) are outside, the 13 others inside."""
+    img = np.zeros((5, 5, 1), np.float32)
+    out = phantom.pad_scan_fov(img, phantom.grid_affine((5, 5, 1), 1.0), -3024.0, radius=2.0)
+    assert (out == -3024).sum() == 12
+    assert out[2, 2, 0] == 0 and out[0, 2, 0] == 0 and out[1, 1, 0] == 0
+    assert out[0, 0, 0] == -3024 and out[0, 1, 0] == -3024

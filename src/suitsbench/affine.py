@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "AffineSettings", "register_affine", "resample_affine", "voxel_map", "level_affine",
-    "centre_of_mass", "initial_transform", "affine_grid_for", "INIT_MODES",
+    "centre_of_mass", "initial_transform", "initial_starts", "affine_grid_for", "INIT_MODES",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -203,6 +203,46 @@ def initial_transform(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndar
     return T
 
 
+def initial_starts(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndarray,
+                   moving_affine: np.ndarray, init: str = "com",
+                   fixed_mask: ArrayLike | None = None, moving_mask: ArrayLike | None = None,
+                   settings: "AffineSettings | None" = None) -> list[np.ndarray]:
+    """The starts of :func:`register_affine`: :func:`initial_transform` first; with
+    ``init="search"``, ``settings.init_starts > 1`` and a field-of-view mask marking padding
+    (a partial or padded scan), also the centre-of-mass start, the search's winner and its
+    next best local minima, in this order, up to ``init_starts`` distinct ones (closer than 1 mm at the
+    field-of-view corners counts as the same)."""
+    st = AffineSettings() if settings is None else settings
+    partial = any(m is not None and not bool((_numpy3d(m) > 0).all())
+                  for m in (fixed_mask, moving_mask))
+    if init != "search" or st.init_starts <= 1 or not partial:
+        return [initial_transform(fixed, moving, fixed_affine, moving_affine, init,
+                                  fixed_mask, moving_mask, settings)]
+    from suitsbench.globalinit import search_initial
+
+    fm = None if fixed_mask is None else _numpy3d(fixed_mask)
+    mm = None if moving_mask is None else _numpy3d(moving_mask)
+    com = initial_transform(fixed, moving, fixed_affine, moving_affine, "com", fm, mm)
+    T, res = search_initial(_numpy3d(fixed), _numpy3d(moving), fixed_affine, moving_affine,
+                            com, margin=st.init_margin, fixed_mask=fm, moving_mask=mm,
+                            spacing=st.init_spacing, scales=st.init_scales,
+                            min_overlap=st.init_min_overlap, top=st.init_starts)
+    shape = _numpy3d(fixed).shape
+    corners = np.asarray(fixed_affine, float) @ np.array(
+        [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+         for k in (0, shape[2] - 1)]).T
+    starts: list[np.ndarray] = []
+    for cand in [T, com, res.T, *(c for c, _ in res.candidates)]:
+        if len(starts) == st.init_starts:
+            break
+        if all(np.linalg.norm(((cand - s) @ corners)[:3], axis=0).max() >= 1.0
+               for s in starts):
+            starts.append(np.asarray(cand, float))
+    log.info("affine init search: %d starts (the first: %s)", len(starts),
+             "moved" if not np.array_equal(T, com) else "the centre of mass")
+    return starts
+
+
 def _pool(x: torch.Tensor, f: int) -> torch.Tensor:
     return x if f == 1 else F.avg_pool3d(x, f, f)
 
@@ -268,6 +308,10 @@ class AffineSettings:
             smaller image are not considered; ``init_scales`` are the scales tried (about the
             moving field-of-view centre); ``init_spacing`` the lattice spacing in mm (default:
             :func:`suitsbench.globalinit.coarse_spacing`).
+        init_starts: with ``init="search"`` and a field-of-view mask that marks padding,
+            the pyramid runs from this many starts (:func:`initial_starts`: the chosen one,
+            the search's next best local minima, the centre of mass) and the result with the
+            lowest final MIND distance is kept; 1 (or no padding): one start.
 
     Lists given for the per-level fields are stored as tuples.
     """
@@ -290,6 +334,7 @@ class AffineSettings:
     init_min_overlap: float = 0.5
     init_scales: Sequence[float] = (1.0,)
     init_spacing: float | None = None
+    init_starts: int = 1
 
     def __post_init__(self) -> None:
         for name in ("levels", "iterations", "block", "block_stride", "search", "init_scales"):
@@ -411,9 +456,9 @@ def _masked_cost(feat_f: torch.Tensor, warped: torch.Tensor, weight: torch.Tenso
 def _register_level(T: np.ndarray, f_vol: torch.Tensor, m_vol: torch.Tensor,
                     fixed_affine: np.ndarray, moving_affine: np.ndarray, level: _Level,
                     settings: AffineSettings, f_mask: torch.Tensor | None = None,
-                    m_mask: torch.Tensor | None = None) -> np.ndarray:
-    """The estimate ``T`` refined on one pyramid level: the iterate with the lowest MIND
-    distance among the start and the accepted updates. With field-of-view masks
+                    m_mask: torch.Tensor | None = None) -> tuple[np.ndarray, float]:
+    """The estimate ``T`` refined on one pyramid level and its cost: the iterate with the
+    lowest MIND distance among the start and the accepted updates. With field-of-view masks
     (``f_mask``, ``m_mask``: 1 = scanned, 0 = padding) blocks and the MIND distance count only
     where both images were scanned."""
     factor = level.factor
@@ -464,7 +509,7 @@ def _register_level(T: np.ndarray, f_vol: torch.Tensor, m_vol: torch.Tensor,
             if cost < best_cost:
                 best_T, best_cost = T, cost
             break
-    return best_T
+    return best_T, best_cost
 
 
 def register_affine(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndarray,
@@ -506,12 +551,20 @@ def register_affine(fixed: ArrayLike, moving: ArrayLike, fixed_affine: np.ndarra
                              f"{tuple(vol.shape[2:])}")
     levels = _plan_levels(f_vol, m_vol, settings, f_mask, m_mask)
     if initial is not None:
-        T = np.asarray(initial, float).copy()
+        starts = [np.asarray(initial, float).copy()]
     else:
-        T = initial_transform(f_vol, m_vol, fixed_affine, moving_affine, init,
-                              fixed_mask=f_mask, moving_mask=m_mask, settings=settings)
+        starts = initial_starts(f_vol, m_vol, fixed_affine, moving_affine, init,
+                                fixed_mask=f_mask, moving_mask=m_mask, settings=settings)
+    best_T, best_cost = starts[0], np.inf
     with torch.no_grad():
-        for level in levels:
-            T = _register_level(T, f_vol, m_vol, fixed_affine, moving_affine, level, settings,
-                                f_mask, m_mask)
-    return T
+        for n, T in enumerate(starts):
+            cost = np.inf
+            for level in levels:
+                T, cost = _register_level(T, f_vol, m_vol, fixed_affine, moving_affine, level,
+                                          settings, f_mask, m_mask)
+            if len(starts) > 1:
+                log.info("affine start %d of %d: final MIND distance %.5g", n + 1,
+                         len(starts), cost)
+            if n == 0 or cost < best_cost:
+                best_T, best_cost = T, cost
+    return best_T

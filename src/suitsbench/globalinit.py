@@ -55,6 +55,8 @@ class SearchResult:
         offset_mm: translation of the winner relative to the start (mm, fixed world).
         scale: scale of the winner.
         spacing: lattice spacing (mm).
+        candidates: the ``top`` best local minima of the cost over offsets and scales,
+            best first, as ``(T, cost)`` (the winner is the first).
     """
 
     T: np.ndarray
@@ -65,6 +67,7 @@ class SearchResult:
     offset_mm: np.ndarray
     scale: float
     spacing: float
+    candidates: tuple = ()
 
 
 def _fov_extent(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -197,13 +200,28 @@ def masked_cost_map(feat_f: torch.Tensor, w_f: torch.Tensor, feat_m: torch.Tenso
     return np.where(n > 0, out, np.inf), n
 
 
+def _local_minima(cost: np.ndarray, top: int, separation: int) -> list[tuple[int, ...]]:
+    """Indices of the ``top`` lowest finite local minima of ``cost`` (lowest within
+    ``separation`` cells along every axis), lowest first."""
+    finite = np.isfinite(cost)
+    if not finite.any():
+        return []
+    c = np.where(finite, cost, np.inf)
+    low = ndimage.minimum_filter(c, size=2 * int(separation) + 1, mode="constant",
+                                 cval=np.inf)
+    idx = np.argwhere(finite & (c <= low))
+    order = np.argsort(c[tuple(idx.T)], kind="stable")[:int(top)]
+    return [tuple(int(v) for v in idx[k]) for k in order]
+
+
 def search_translation(fixed: np.ndarray, moving: np.ndarray, fixed_affine: np.ndarray,
                        moving_affine: np.ndarray, start: np.ndarray | None = None,
                        fixed_mask: np.ndarray | None = None,
                        moving_mask: np.ndarray | None = None, spacing: float | None = None,
                        scales: Sequence[float] = (1.0,), min_overlap: float = 0.5,
                        radius: int = 1, dilation: int = 1, metric: str = "ncc",
-                       overlap_weight: float = 0.5) -> SearchResult:
+                       overlap_weight: float = 0.5, top: int = 1,
+                       separation: int = 2) -> SearchResult:
     """Exhaustive search over the lattice offsets (and ``scales``) of the moving image
     relative to ``start`` (module docstring); returns a :class:`SearchResult`.
 
@@ -213,7 +231,8 @@ def search_translation(fixed: np.ndarray, moving: np.ndarray, fixed_affine: np.n
     ``overlap_weight * (1 - overlap fraction)`` to the cost of ``metric``
     (:func:`masked_cost_map`): a partial scan lies inside the larger one, and an offset that
     slides two full scans apart along a self-similar axis (the spine) is not preferred for
-    the part it leaves out.
+    the part it leaves out. ``top`` > 1 also returns the next best local minima (at least
+    ``separation`` lattice cells from a better one along some axis) as candidates.
     """
     fixed = np.asarray(fixed, np.float32).reshape(np.shape(fixed)[-3:])
     moving = np.asarray(moving, np.float32).reshape(np.shape(moving)[-3:])
@@ -233,7 +252,7 @@ def search_translation(fixed: np.ndarray, moving: np.ndarray, fixed_affine: np.n
     nf = float(w_f.sum())
     centre_m = np.append((np.asarray(moving.shape, float) - 1) / 2, 1.0)
     c_world = (np.linalg.inv(T0) @ ma @ centre_m)[:3]        # moving centre in fixed world
-    best = None
+    found = []
     start_cost, start_overlap = np.inf, 0.0
     for k in scales:
         Z = np.eye(4)
@@ -260,17 +279,22 @@ def search_translation(fixed: np.ndarray, moving: np.ndarray, fixed_affine: np.n
                 start_cost, start_overlap = float(cost[e0]), float(frac[e0])
         if not np.isfinite(cost).any():
             continue
-        e = np.unravel_index(int(np.argmin(cost)), cost.shape)
-        if best is None or cost[e] < best[0]:
-            best = (float(cost[e]), float(frac[e]), np.asarray(e) + base, float(k), B)
-    if best is None:
+        for e in _local_minima(cost, max(1, int(top)), separation):
+            found.append((float(cost[e]), float(frac[e]), np.asarray(e) + base, float(k), B))
+    if not found:
         return SearchResult(T0.copy(), np.inf, 0.0, start_cost, start_overlap, np.zeros(3),
                             1.0, s)
-    cost, frac, d, k, B = best
-    t = lat[:3, :3] @ d.astype(float)
-    S = np.eye(4)
-    S[:3, 3] = t
-    return SearchResult(B @ S, cost, frac, start_cost, start_overlap, t, k, s)
+    found.sort(key=lambda f: f[0])
+
+    def transform(d: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        S = np.eye(4)
+        S[:3, 3] = lat[:3, :3] @ d.astype(float)
+        return B @ S, S[:3, 3]
+
+    cost, frac, d, k, B = found[0]
+    T, t = transform(d, B)
+    cands = tuple((transform(f[2], f[4])[0], f[0]) for f in found[:max(1, int(top))])
+    return SearchResult(T, cost, frac, start_cost, start_overlap, t, k, s, cands)
 
 
 def search_initial(fixed: np.ndarray, moving: np.ndarray, fixed_affine: np.ndarray,

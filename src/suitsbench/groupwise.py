@@ -52,7 +52,7 @@ from suitsbench.errors import InputError
 
 __all__ = [
     "real_logm", "log_euclidean_mean", "load_fov_masks", "pairwise_row", "pairwise_all", "rows_to_pairs",
-    "symmetrise", "inverse_consistency_mm", "groupwise_mean", "mean_space_grid",
+    "symmetrise", "inverse_consistency_mm", "template_ids", "groupwise_mean", "mean_space_grid",
     "resample_to_space", "save_transform", "load_transform", "save_row", "load_row",
 ]
 
@@ -188,25 +188,41 @@ def inverse_consistency_mm(T_ij: np.ndarray, T_ji: np.ndarray, affine: np.ndarra
     return float(np.linalg.norm((q - p)[:3], axis=0).max())
 
 
+def template_ids(ids: Sequence[str], masks: Mapping[str, np.ndarray] | None = None,
+                 template_fov: float = 0.0) -> list[str]:
+    """The images that span the mean space: those whose field of view (the nonzero voxels of
+    ``masks[i]``; an image without a mask fills its grid) covers at least ``template_fov``
+    times the largest fraction of the grid in the group. 0 (or no masks): all of them."""
+    masks = masks or {}
+    frac = {i: float(np.mean(np.asarray(masks[i]) > 0)) if i in masks else 1.0 for i in ids}
+    top = max(frac.values(), default=1.0)
+    return [i for i in ids if frac[i] >= float(template_fov) * top]
+
+
 def groupwise_mean(T: Mapping[tuple[str, str], np.ndarray], ids: Sequence[str],
-                   symmetric: bool = True) -> dict[str, np.ndarray]:
+                   symmetric: bool = True, masks: Mapping[str, np.ndarray] | None = None,
+                   template_fov: float = 0.0) -> dict[str, np.ndarray]:
     """``{i: M_i}``: each image's transform into the unbiased mean space (module docstring).
 
-    ``T`` holds ``T_ij`` for ordered pairs (at least one direction of each pair of ``ids``;
-    ``T_ii`` entries are ignored: the identity is used). ``M_i = expm(mean_j L_ij)`` over all
-    ``j`` in ``ids`` including ``i`` itself (``L_ii = 0``).
+    ``T`` holds ``T_ij`` for ordered pairs (at least one direction of each pair needed;
+    ``T_ii`` entries are ignored: the identity is used). ``M_i = expm(mean_j L_ij)`` over the
+    template images ``j`` (:func:`template_ids` of ``masks`` and ``template_fov``; by default
+    all of ``ids``), including ``i`` itself when it is one (``L_ii = 0``). The mean space is
+    then the log-Euclidean mean of the template images, and a partial scan (an axial slab) is
+    placed only through its transforms to them: two slabs of different heights share no
+    anatomy, and their transform would pull each other's placement.
     """
     ids = list(ids)
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate ids: {ids}")
-    n = len(ids)
+    template = template_ids(ids, masks, template_fov)
     out = {}
     for i in ids:
         acc = np.zeros((4, 4))
-        for j in ids:
+        for j in template:
             if j != i:
                 acc += _pair_log(T, i, j, symmetric)
-        out[i] = _expm(acc / n)
+        out[i] = _expm(acc / len(template))
     return out
 
 

@@ -30,7 +30,7 @@ from suitsbench.manifest import write_manifest
 
 __all__ = [
     "LABELS", "MODALITIES", "SubjectGeometry", "make_geometry", "grid_affine", "grid_for",
-    "render", "generate",
+    "render", "generate", "slab_grid", "draw_slab", "pad_scan_fov",
 ]
 
 LABELS: dict[int, str] = {1: "liver", 2: "spleen", 3: "l_psoas", 4: "r_psoas",
@@ -185,6 +185,16 @@ def grid_affine(shape: Sequence[int], spacing: float | Sequence[float],
     return aff
 
 
+def _oriented_grid(ras_shape: Sequence[int], ras_spacing: Sequence[float], orientation: str
+                   ) -> tuple[tuple[int, int, int], np.ndarray]:
+    """``(array shape, affine)`` of a grid of ``ras_shape`` voxels of ``ras_spacing`` mm (both
+    per RAS axis) stored in ``orientation``, centred on the world origin."""
+    ornt = nib.orientations.axcodes2ornt(tuple(orientation.upper()))
+    axes = [int(a) for a in ornt[:, 0]]
+    arr_shape = tuple(int(ras_shape[a]) for a in axes)
+    return arr_shape, grid_affine(arr_shape, [float(ras_spacing[a]) for a in axes], orientation)
+
+
 def grid_for(shape: Sequence[int] = (80, 64, 64), spacing: float | Sequence[float] = 2.0,
              orientation: str = "RAS", write_spacing: float | Sequence[float] | None = None
              ) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -195,10 +205,60 @@ def grid_for(shape: Sequence[int] = (80, 64, 64), spacing: float | Sequence[floa
         np.asarray(write_spacing, float), (3,))
     extent = np.asarray(shape, float) * ras_sp
     ras_shape = np.maximum(1, np.round(extent / new_sp)).astype(int)
-    ornt = nib.orientations.axcodes2ornt(tuple(orientation.upper()))
-    axes = [int(a) for a in ornt[:, 0]]
-    arr_shape = tuple(int(ras_shape[a]) for a in axes)
-    return arr_shape, grid_affine(arr_shape, [new_sp[a] for a in axes], orientation)
+    return _oriented_grid(ras_shape, new_sp, orientation)
+
+
+def slab_grid(shape: Sequence[int], spacing: float | Sequence[float], slices: int,
+              height: float, orientation: str = "RAS",
+              write_spacing: float | Sequence[float] | None = None
+              ) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Grid of an axial slab of the field of view ``shape * spacing`` (RAS axes): its full
+    in-plane extent, ``slices`` slices (of the written superior-inferior spacing) centred at
+    world height ``height`` mm. Orientation and spacing as in :func:`grid_for`."""
+    ras_sp = np.broadcast_to(np.asarray(spacing, float), (3,))
+    new_sp = ras_sp if write_spacing is None else np.broadcast_to(
+        np.asarray(write_spacing, float), (3,))
+    ras_shape = np.maximum(1, np.round(np.asarray(shape, float) * ras_sp / new_sp)).astype(int)
+    ras_shape[2] = int(slices)
+    arr_shape, aff = _oriented_grid(ras_shape, new_sp, orientation)
+    aff[2, 3] += float(height)
+    return arr_shape, aff
+
+
+def draw_slab(rng: np.random.Generator, half_height: float, slices: Sequence[int] = (15, 30),
+              offset: Sequence[float] = (60.0, 100.0), lowest: float = -0.15,
+              highest: float = 0.6) -> tuple[int, float, float]:
+    """A random axial slab: ``(slices, height, header_shift)``.
+
+    ``slices`` uniform in the closed range ``slices``; the anatomy it shows is centred at
+    ``height`` mm, uniform in ``[lowest, highest] * half_height`` (``half_height``: half the
+    field of view's superior-inferior extent; the default range holds liver, spleen and
+    kidneys); ``header_shift`` (mm, superior) moves its header so that the slab's centre
+    lies 60-100 mm (``offset``) above or below the centre of the other scans, as a scanner
+    with its own table position writes it.
+    """
+    n = int(rng.integers(int(slices[0]), int(slices[1]) + 1))
+    height = float(rng.uniform(lowest, highest) * half_height)
+    centre = float(rng.uniform(*offset) * rng.choice([-1.0, 1.0]))
+    return n, height, centre - height
+
+
+def pad_scan_fov(image: np.ndarray, affine: np.ndarray, value: float,
+                 radius: float | None = None) -> np.ndarray:
+    """CT-like scan field of view: voxels farther than ``radius`` mm (default: half the larger
+    in-plane extent) from the superior-inferior axis through the grid's centre (an axial
+    cylinder, as a CT reconstruction circle) set to ``value`` (e.g. -1024 or -3024)."""
+    a = np.asarray(affine, float)
+    shape = np.asarray(image.shape[:3])
+    if radius is None:
+        extent = np.abs(a[:3, :3]) @ shape                  # mm along each world axis
+        radius = 0.5 * float(max(extent[0], extent[1]))
+    centre = a[:3, :3] @ ((shape - 1) / 2.0) + a[:3, 3]
+    world = _world_points(image.shape[:3], a).reshape(*image.shape[:3], 3)
+    r2 = ((world[..., :2] - centre[:2]) ** 2).sum(-1)
+    out = np.array(image, copy=True)
+    out[r2 > float(radius) ** 2] = value
+    return out
 
 
 def _world_points(shape: Sequence[int], affine: np.ndarray) -> np.ndarray:
@@ -355,31 +415,53 @@ def generate(out_dir: str | os.PathLike, n_per_modality: int = 6,
              shape: Sequence[int] = (80, 64, 64), spacing: float | Sequence[float] = 2.0,
              seed: int = 0, modalities: Sequence[str] = MODALITIES, orientation: str = "RAS",
              write_spacing: float | Sequence[float] | None = None, deform_scale: float = 1.0,
-             fat_planes: bool = False, mr_bias: float = 0.25) -> Path:
+             fat_planes: bool = False, mr_bias: float = 0.25,
+             grid_modalities: Sequence[str] | None = None, mr_slab: int = 0,
+             slab_slices: Sequence[int] = (15, 30),
+             slab_offset: Sequence[float] = (60.0, 100.0),
+             ct_padding: float | None = None) -> Path:
     """Write an unpaired phantom data set and its manifest; return the manifest path.
 
     Patient ``p{n:03d}`` (numbered over all modalities, so every image is another patient) is
     written as ``{subject}_{modality}_image.nii.gz`` (float32) and ``..._label.nii.gz`` (uint8,
     values 1..6 = :data:`LABELS`). ``shape``/``spacing`` give the field of view (RAS axes);
-    ``orientation`` (e.g. "LPS") and ``write_spacing`` (mm) change only the written grid, to
-    exercise ingestion. ``deform_scale``, ``fat_planes`` (:func:`make_geometry`) and
-    ``mr_bias`` (:func:`render`) make variants; the defaults give the embedded data set.
+    ``orientation`` (e.g. "LPS") and ``write_spacing`` (mm, per RAS axis) change only the
+    written grid (the same anatomy at the same world position), of the modalities in
+    ``grid_modalities`` (default: all), to exercise ingestion. ``deform_scale``,
+    ``fat_planes`` (:func:`make_geometry`) and ``mr_bias`` (:func:`render`) make variants.
+    Partial and padded scans as real ones come: the first ``mr_slab`` MR scans are axial
+    slabs (:func:`draw_slab`: ``slab_slices`` slices at a random height, the header
+    ``slab_offset`` mm off the other scans' centre; seeded by ``seed`` and the patient);
+    ``ct_padding`` (e.g. -1024 or -3024) fills the CT outside a cylindrical scan field of
+    view (:func:`pad_scan_fov`). The defaults give the embedded data set.
     ``manifest.tsv`` lists ``subject, modality, image, label`` with paths
     relative to ``out_dir``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    arr_shape, affine = grid_for(shape, spacing, orientation, write_spacing)
+    varied = set(modalities if grid_modalities is None else grid_modalities)
+    half_height = 0.5 * float(shape[2]) * float(np.broadcast_to(spacing, (3,))[2])
     rows = []
     n = 0
     for modality in modalities:
-        for _ in range(int(n_per_modality)):
+        grid = (orientation, write_spacing) if modality in varied else ("RAS", None)
+        arr_shape, affine = grid_for(shape, spacing, *grid)
+        for k in range(int(n_per_modality)):
             subject = f"p{n:03d}"
             geom = make_geometry(seed * 100003 + n, shape, spacing, deform_scale, fat_planes)
-            img, lab, _ = render(geom, modality, arr_shape, affine, mr_bias=mr_bias)
+            img_shape, img_affine, header = arr_shape, affine, affine
+            if modality == "mr" and k < int(mr_slab):
+                rng = np.random.default_rng(np.random.SeedSequence([int(seed), n, 0x51AB]))
+                slices, height, shift = draw_slab(rng, half_height, slab_slices, slab_offset)
+                img_shape, img_affine = slab_grid(shape, spacing, slices, height, *grid)
+                header = img_affine.copy()
+                header[2, 3] += shift
+            img, lab, _ = render(geom, modality, img_shape, img_affine, mr_bias=mr_bias)
+            if modality == "ct" and ct_padding is not None:
+                img = pad_scan_fov(img, img_affine, float(ct_padding))
             stem = f"{subject}_{modality}"
-            save_volume(out / f"{stem}_image.nii.gz", img, affine)
-            save_labels(out / f"{stem}_label.nii.gz", lab, affine)
+            save_volume(out / f"{stem}_image.nii.gz", img, header)
+            save_labels(out / f"{stem}_label.nii.gz", lab, header)
             rows.append((subject, modality, f"{stem}_image.nii.gz", f"{stem}_label.nii.gz"))
             n += 1
     return write_manifest(out / "manifest.tsv", rows)

@@ -25,6 +25,7 @@ rule affine_pairwise:
         ids=IDS,
         levels=config["affine"]["levels"],
         init=config["affine"]["init"],
+        init_starts=config["affine"]["init_starts"],
         device=config["device"],
     script:
         "../scripts/affine_pairwise.py"
@@ -34,6 +35,7 @@ rule affine_mean:
     input:
         rows=[f"{RES}/affine/pairwise/{i}.tsv" for i in IDS],
         images=[f"{RES}/prep/{i}_image.nii.gz" for i in IDS],
+        masks=[f"{RES}/prep/{i}_fov.nii.gz" for i in IDS],
     output:
         transforms=[f"{RES}/affine/mean/{i}.txt" for i in IDS],
         reference=f"{RES}/affine/mean/reference_grid.nii.gz",
@@ -48,6 +50,7 @@ rule affine_mean:
         **resources_for("light"),
     params:
         ids=IDS,
+        template_fov=config["affine"]["template_fov"],
     script:
         "../scripts/affine_mean.py"
 

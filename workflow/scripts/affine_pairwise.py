@@ -1,9 +1,10 @@
 """Rule affine_pairwise: one row of the groupwise affine pre-registration, the image {id}
 (fixed) against every other image (suitsbench.groupwise.pairwise_row: MIND-SSC block
 matching and trimmed least squares, suitsbench.affine and suitsbench.blockmatch), started by
-affine.init (search: the global search of suitsbench.globalinit). Field-of-view masks that
-mark padding keep it out of the registration; a mask without padding is not passed (the
-result is then that of an unmasked run)."""
+affine.init (search: the global search of suitsbench.globalinit; a pair with a partial or
+padded scan starts from affine.init_starts candidates and keeps the best). Field-of-view
+masks that mark padding keep it out of the registration; a mask without padding is not
+passed (the result is then that of an unmasked run)."""
 from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
@@ -20,7 +21,7 @@ row = pairwise_row(
     fixed_id,
     dict(zip(p.ids, i.others)),
     masks=load_fov_masks(dict(zip(p.ids, i.masks))),
-    settings=AffineSettings(levels=tuple(p.levels)),
+    settings=AffineSettings(levels=tuple(p.levels), init_starts=int(p.init_starts)),
     init=p.init,
     device=device,
 )
