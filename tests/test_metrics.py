@@ -253,12 +253,35 @@ def test_evaluate_pair_identity_and_pair_ids():
     assert evaluate.spacing_from_affine(aff) == pytest.approx((1.5, 2.0, 3.0))
 
 
+def test_evaluate_pair_uncovered_fraction_of_a_partial_scan():
+    from suitsbench import evaluate
+
+    fixed = _labels()
+    fov = np.zeros_like(fixed)
+    fov[:10] = 1  # the moving scan covers slices 0-9: liver (6-13) half, spleen (15-19) not at all
+    rows = evaluate.evaluate_pair(fixed[None, None], fixed[None, None], None, ORGANS,
+                                  (2.0, 2.0, 2.0), moving_fov=fov[None, None])
+    assert rows[0]["uncovered"] == pytest.approx(4 / 8)
+    assert rows[1]["uncovered"] == pytest.approx(1.0)
+    # a field that shifts by +2 voxels along axis 0 samples the moving scan at i + 2: 0-7 covered
+    u = np.zeros((1, 3) + fixed.shape, np.float32)
+    u[:, 0] = 2.0
+    shifted = evaluate.evaluate_pair(fixed[None, None], fixed[None, None], u, ORGANS,
+                                     (2.0, 2.0, 2.0), moving_fov=fov[None, None])
+    assert shifted[0]["uncovered"] == pytest.approx(6 / 8)
+    no_mask = evaluate.evaluate_pair(fixed[None, None], fixed[None, None], None, ORGANS, (2.0, 2.0, 2.0))
+    assert math.isnan(no_mask[0]["uncovered"])
+    with pytest.raises(ValueError, match="field-of-view mask"):
+        evaluate.evaluate_pair(fixed[None, None], fixed[None, None], None, ORGANS, (2.0, 2.0, 2.0),
+                               moving_fov=fov[None, None, :5])
+
+
 def test_write_and_read_metrics_roundtrip(tmp_path):
     from suitsbench import evaluate
 
     rows = [{"method": "initial", "pair": "a__to__b", "organ": "liver", "label": 1, "dice": 1 / 3,
              "hd95": float("nan"), "hd95_vox": float("nan"), "fixed_voxels": 5, "warped_voxels": 0,
-             "jac_frac_nonpos": 0.0, "jac_n_nonpos": 0, "jac_std_log": 0.0, "jac_sdlogj": 0.0,
+             "uncovered": 0.25, "jac_frac_nonpos": 0.0, "jac_n_nonpos": 0, "jac_std_log": 0.0, "jac_sdlogj": 0.0,
              "jac_min": 1.0, "jac_mean": 1.0}]
     evaluate.write_metrics(rows, tmp_path / "m" / "initial.tsv")
     evaluate.write_metrics(list(reversed(rows)), tmp_path / "m" / "again.tsv")

@@ -4,7 +4,9 @@ For each pair the moving label map is warped onto the fixed grid with the shared
 ``suits.warp.warp_labels`` (one-hot, trilinear per class, ``argmax`` over classes) and compared
 with the fixed label map per organ (Dice, HD95 in mm and in voxels of the grid); the field's
 Jacobian statistics (``suitsbench.metrics.jacobian_stats``) are added to every row of the
-pair. A method without a field (``field_path_for`` returns None, e.g. ``initial``) is scored
+pair. With the moving scan's field-of-view mask (1 = scanned, 0 = padding), ``uncovered`` is
+the fraction of each fixed structure that the warped moving scan does not cover (NaN without a
+mask), so that partial overlap shows as such and not only as a low Dice. A method without a field (``field_path_for`` returns None, e.g. ``initial``) is scored
 with the identity, i.e. the unwarped moving labels.
 
 Rows are long format, one per (method, pair, organ), columns ``ROW_COLUMNS``.
@@ -23,7 +25,7 @@ from suitsbench import metrics
 
 ROW_COLUMNS = (
     "method", "pair", "organ", "label", "dice", "hd95", "hd95_vox", "fixed_voxels", "warped_voxels",
-    "jac_frac_nonpos", "jac_n_nonpos", "jac_std_log", "jac_sdlogj", "jac_min", "jac_mean",
+    "uncovered", "jac_frac_nonpos", "jac_n_nonpos", "jac_std_log", "jac_sdlogj", "jac_min", "jac_mean",
 )
 PathLike = str | os.PathLike
 
@@ -58,6 +60,7 @@ def evaluate_pair(
     spacing: Sequence[float],
     hd95_empty: metrics.EmptyPolicy = "diagonal",
     hd95_reduction: metrics.Reduction = "pooled",
+    moving_fov: Any | None = None,
 ) -> list[dict[str, Any]]:
     """Rows (without ``method``/``pair``) for one pair: per organ Dice/HD95, plus Jacobian stats.
 
@@ -65,7 +68,8 @@ def evaluate_pair(
     evaluation computes it on its isotropic grids).
 
     ``fixed_labels``/``moving_labels`` are index maps ``(1,1,D,H,W)``; ``u`` the voxel
-    displacement ``(1,3,D,H,W)`` on the fixed grid, or None for the identity.
+    displacement ``(1,3,D,H,W)`` on the fixed grid, or None for the identity; ``moving_fov``
+    the moving scan's field-of-view mask on the moving labels' grid, or None.
     """
     fixed = metrics.as_label_map(fixed_labels)
     if u is not None:
@@ -82,6 +86,19 @@ def evaluate_pair(
     h = metrics.hd95(fixed, warped, spacing, labels, empty=hd95_empty, reduction=hd95_reduction)
     hv = metrics.hd95(fixed, warped, (1.0, 1.0, 1.0), labels, empty=hd95_empty, reduction=hd95_reduction)
     jac = metrics.jacobian_stats(u if u is not None else np.zeros((1, 3) + fixed.shape))
+    covered = None
+    if moving_fov is not None:
+        fov = (metrics.as_label_map(moving_fov) > 0).astype(np.int64)
+        if fov.shape != moving.shape:
+            raise ValueError(f"field-of-view mask {fov.shape} differs from the moving labels {moving.shape}")
+        covered = metrics.as_label_map(warp_label_map(fov[None, None], u, 2)) > 0
+
+    def uncovered(k: int) -> float:
+        inside = fixed == k
+        if covered is None or not inside.any():
+            return float("nan")
+        return float(1.0 - covered[inside].mean())
+
     return [
         {
             "organ": organs[k],
@@ -91,6 +108,7 @@ def evaluate_pair(
             "hd95_vox": hv[k],
             "fixed_voxels": int((fixed == k).sum()),
             "warped_voxels": int((warped == k).sum()),
+            "uncovered": uncovered(k),
             **jac,
         }
         for k in labels
@@ -107,12 +125,15 @@ def evaluate_method(
     spacing: Sequence[float] | None = None,
     hd95_empty: metrics.EmptyPolicy = "diagonal",
     hd95_reduction: metrics.Reduction = "pooled",
+    moving_fov_path: Callable[[str], PathLike | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Score ``method`` on ``pairs``: one row per pair and organ (columns ``ROW_COLUMNS``).
 
     ``field_path_for(pair)`` gives the contract field file (or None for the identity);
     ``fixed_label_path(pair)`` / ``moving_label_path(pair)`` the label maps on the grid the
     field lives on. ``spacing`` (mm, i/j/k) defaults to the fixed label file's affine.
+    ``moving_fov_path(pair)`` gives the moving scan's field-of-view mask on that grid (column
+    ``uncovered``), or None.
     """
     from suits.io import load_field, load_labels
 
@@ -123,7 +144,9 @@ def evaluate_method(
         field_path = field_path_for(pair)
         u = load_field(field_path)[0] if field_path is not None else None
         sp = tuple(spacing) if spacing is not None else spacing_from_affine(affine)
-        for row in evaluate_pair(fixed, moving, u, organs, sp, hd95_empty, hd95_reduction):
+        fov_path = moving_fov_path(pair) if moving_fov_path is not None else None
+        fov = load_labels(fov_path)[0] if fov_path is not None else None
+        for row in evaluate_pair(fixed, moving, u, organs, sp, hd95_empty, hd95_reduction, fov):
             rows.append({"method": method, "pair": str(pair), **row})
     return rows
 

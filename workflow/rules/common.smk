@@ -317,6 +317,11 @@ def test_pair_labels(wildcards):
     return aligned_of_ids(ids, "label")
 
 
+def test_pair_fovs(wildcards):
+    ids = sorted({split_pair_id(p)[0] for p in split_of(wildcards.fdir).test_pairs})
+    return aligned_of_ids(ids, "fov")
+
+
 def all_metrics():
     return [f"{d}/metrics/{m}.tsv" for d in FOLD_DIRS for m in METHODS]
 

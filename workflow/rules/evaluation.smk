@@ -7,6 +7,7 @@ rule evaluate:
     input:
         fields=method_fields,
         labels=test_pair_labels,
+        fovs=test_pair_fovs,
     output:
         "{fdir}/metrics/{method}.tsv",
     log:
@@ -23,6 +24,7 @@ rule evaluate:
         fold=lambda wc: fold_of(wc.fdir),
         organs=organ_map(),
         labels={i: aligned(i, "label") for i in IDS},
+        fovs={i: aligned(i, "fov") for i in IDS},
         hd95_empty=config["evaluation"]["hd95_empty"],
         hd95_reduction=config["evaluation"]["hd95_reduction"],
     script:
