@@ -1,5 +1,5 @@
 """Repeat the baseline and ``warp_space`` trials of ``docs/method-choices.md`` on a finished
-run (``results/<dataset>/``: ``split.json``, ``aligned/``, ``models/``), scored like
+run (``results/<dataset>/``: ``split.json``, ``aligned/`` or ``prep/``, ``models/``), scored like
 ``sweep_settings.py`` (mean organ Dice over pairs, moving labels warped by each field).
 
 Sub-commands (``--pairs n`` scores ``n`` evenly spaced pairs; ``--test`` also scores the test
@@ -11,9 +11,10 @@ pairs where a model is trained)::
     # a module method (ConvexAdam, ANTs SyN, or yours) with candidate settings
     .venv/bin/python benchmarks/baseline_trials.py module results/phantom convexadam --threads 1 \\
         '{}' '{"grid_sp": 4, "disp_hw": 6}'
-    # VoxelMorph-MIND trained on all training pairs
+    # VoxelMorph-MIND trained on all training pairs (``--val``: also scored on the validation
+    # pairs, ``--which val_pairs`` for the other sub-commands)
     .venv/bin/python benchmarks/baseline_trials.py voxelmorph results/phantom --iterations 300 \\
-        --lr 1e-3 --reg-weight 1 --test
+        --lr 1e-3 --reg-weight 1 --val
     # the VoxelMorph-MIND loss minimised directly over a free field per pair (what the
     # objective can reach without a network)
     .venv/bin/python benchmarks/baseline_trials.py objective results/phantom --pairs 3 \\
@@ -101,6 +102,10 @@ def cmd_voxelmorph(args, pairs) -> None:
     print(f"  voxelmorph {args.iterations} it lr {args.lr:g} reg {args.reg_weight:g}: train "
           f"{mean_pair_dice(pairs, field):.4f} ({seconds:.2f} s/it, loss "
           f"{sum(model.losses[:10]) / 10:.5f} -> {sum(model.losses[-10:]) / 10:.5f})", flush=True)
+    if args.val:
+        val = load_pairs(args.results, "val_pairs")
+        print(f"  validation pairs: initial {mean_pair_dice(val, zero):.4f}, voxelmorph "
+              f"{mean_pair_dice(val, field):.4f}", flush=True)
     if args.test:
         test = load_pairs(args.results, "test_pairs")
         print(f"  test pairs: initial {mean_pair_dice(test, zero):.4f}, voxelmorph "
@@ -209,7 +214,8 @@ def main() -> None:
     common.add_argument("--threads", type=int, default=2)
     # the scoring-only trials may score the test pairs (after a choice, never to make one)
     which = argparse.ArgumentParser(add_help=False)
-    which.add_argument("--which", choices=("train_pairs", "test_pairs"), default="train_pairs",
+    which.add_argument("--which", choices=("train_pairs", "val_pairs", "test_pairs"),
+                       default="train_pairs",
                        help="pairs of split.json scored (default: the training pairs)")
     e = sub.add_parser("elastix", parents=[common, which])
     e.add_argument("overrides", nargs="+", help="JSON parameter-map overrides, one per candidate")
@@ -222,6 +228,7 @@ def main() -> None:
     v.add_argument("--lr", type=float, default=1e-3)
     v.add_argument("--reg-weight", type=float, default=1.0)
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--val", action="store_true", help="also score the validation pairs")
     v.add_argument("--test", action="store_true", help="also score the test pairs")
     o = sub.add_parser("objective", parents=[common])
     o.add_argument("--reg-weight", type=float, nargs="+", default=[0.1, 1.0, 10.0])

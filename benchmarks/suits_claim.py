@@ -1,6 +1,7 @@
 """Does SUITS training beat its MIND pre-training? Measurements on a finished workflow run.
 
-Reads ``results/<dataset>/`` of a run (``split.json``, ``aligned/``, the pre-trained FeatCNN in
+Reads ``results/<dataset>/`` of a run (``split.json``, ``aligned/`` or, without the affine
+stage, ``prep/``, the pre-trained FeatCNN in
 ``models/``) and scores representations in the same iterative diffusion scheme by the mean
 organ Dice of each pair (the evaluator's Dice). Pairs are the run's training pairs, or a
 validation subset of them (``--val-subjects N``: the last N training subjects of each modality
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +43,9 @@ from suits.register import MindRepresentation, register  # noqa: E402
 from suits.train import label_iterations, train_suits  # noqa: E402
 from suits.warp import one_hot, warp_labels  # noqa: E402
 from suitsbench.metrics import dice  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_settings import input_dir  # noqa: E402
 
 
 def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
@@ -70,7 +75,7 @@ def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
 
 
 def load_pairs(results: Path, names: list[str]) -> list[dict[str, torch.Tensor]]:
-    aligned = results / "aligned"
+    aligned = input_dir(results)
     pairs = []
     for name in names:
         moving, fixed = name.split("__to__")
