@@ -19,8 +19,9 @@ pairs where a model is trained)::
     # objective can reach without a network)
     .venv/bin/python benchmarks/baseline_trials.py objective results/phantom --pairs 3 \\
         --reg-weight 0.1 1 10
-    # warp_space image vs features with MIND-SSC and the run's FeatCNNs (``--which test_pairs``
-    # scores the test pairs instead, as elastix does: for reporting after a choice)
+    # warp_space image vs features with MIND-SSC and the run's FeatCNNs, for one or more
+    # test-time lambdas (``--which test_pairs`` scores the test pairs instead, as elastix does:
+    # for reporting after a choice; ``--modalities mr us`` for other FeatCNN streams)
     .venv/bin/python benchmarks/baseline_trials.py warp-space results/phantom --lam 2
     # why SimpleElastix-MI cannot gain on the phantom: a patient's CT registered to its own MR
     # (ideal field zero): drift, Dice, full-image Mattes MI at the truth vs at elastix's result,
@@ -144,13 +145,17 @@ def cmd_warp_space(args, pairs) -> None:
         path = args.results / "models" / f"{name}.pt"
         if path.exists():
             models[name] = load_model(path)
+    moving, fixed = args.modalities
     for name, rep in models.items():
-        for space in ("image", "features"):
-            t0 = time.perf_counter()
-            d = mean_pair_dice(pairs, lambda f, m, fa: register(f, m, rep, iterations=15, lam=args.lam,
-                                                                warp_space=space))
-            print(f"  {name} {space}: {d:.4f}   ({(time.perf_counter() - t0) / len(pairs):.1f} s/pair)",
-                  flush=True)
+        for space in args.spaces:
+            for lam in args.lam:
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    d = mean_pair_dice(pairs, lambda f, m, fa: register(
+                        f, m, rep, iterations=15, lam=lam, warp_space=space,
+                        moving_modality=moving, fixed_modality=fixed))
+                print(f"  {name} {space} lam {lam:g}: {d:.4f}   "
+                      f"({(time.perf_counter() - t0) / len(pairs):.1f} s/pair)", flush=True)
 
 
 def mattes_mi(fixed, moving, affine, bins: int = 32) -> float:
@@ -235,7 +240,10 @@ def main() -> None:
     o.add_argument("--lr", type=float, default=0.05)
     o.add_argument("--iterations", type=int, default=200)
     w = sub.add_parser("warp-space", parents=[common, which])
-    w.add_argument("--lam", type=float, default=2.0)
+    w.add_argument("--lam", type=float, nargs="+", default=[2.0])
+    w.add_argument("--spaces", nargs="+", choices=("image", "features"), default=["image", "features"])
+    w.add_argument("--modalities", nargs=2, default=("ct", "mr"), metavar=("MOVING", "FIXED"),
+                   help="FeatCNN streams (data.moving_modality, data.fixed_modality)")
     w.add_argument("--factor", type=int, default=2, help="MIND-SSC feature grid factor")
     d = sub.add_parser("drift", help="same-patient CT -> MR phantom registrations")
     d.add_argument("overrides", nargs="+", help="JSON parameter-map overrides, one per candidate")

@@ -117,6 +117,7 @@ def featcnn_field(model, args):
     def field(p):
         with torch.no_grad():
             return register(p["fixed"], p["moving"], model, iterations=args.iterations, lam=args.lam,
+                            moving_modality=args.modalities[0], fixed_modality=args.modalities[1],
                             warp_space=args.warp_space)
     return field
 
@@ -159,7 +160,9 @@ def cmd_train(pairs, results: Path, args) -> None:
                                         lam=args.train_lam, k_max=args.k_max, k_min=args.k_min,
                                         seed=args.seed, checkpoint=ckpt, checkpoint_every=0,
                                         progress=False, grad_A=args.grad_A,
-                                        warp_space=args.train_warp_space)
+                                        warp_space=args.train_warp_space,
+                                        moving_modality=args.modalities[0],
+                                        fixed_modality=args.modalities[1])
             dt = time.perf_counter() - t0
             model.eval()
             recent = float(np.mean(losses[-args.every:]))
@@ -177,6 +180,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warp-space", choices=("features", "image"), default="image",
                     help="test-time warp space")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--modalities", nargs=2, default=("ct", "mr"), metavar=("MOVING", "FIXED"),
+                    help="FeatCNN streams (data.moving_modality, data.fixed_modality)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("ceiling")
     t = sub.add_parser("train")
