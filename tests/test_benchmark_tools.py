@@ -55,3 +55,21 @@ def test_missing_validation_pairs_name_the_fix(tmp_path):
     run = write_run(tmp_path, "prep", [])
     with pytest.raises(SystemExit, match="no val_pairs.*split.n_val"):
         sweep_settings.load_pairs(run, "val_pairs")
+
+
+@pytest.mark.slow
+def test_bench_fov_slab_regions_are_the_slab_variants_scans(tmp_path):
+    """The slab region of each full-field-of-view MR holds as many voxels as the slab
+    variant's scan of the same patient covers, and nearly the same organ voxels."""
+    import bench_fov
+
+    full = bench_fov.prepare(tmp_path / "full", 2, bench_fov.VARIANTS["full"])
+    slab = bench_fov.prepare(tmp_path / "slab", 2, bench_fov.VARIANTS["slab"])
+    regions = bench_fov.slab_regions(full, 2)
+    assert sorted(regions) == ["p002_mr", "p003_mr"]
+    for key, region in regions.items():
+        assert 0 < region.sum() < region.size
+        assert region.sum() == (slab[key][3] > 0).sum()
+        organs_full = (full[key][2][region] > 0).sum()
+        organs_slab = (slab[key][2] > 0).sum()
+        assert abs(organs_full - organs_slab) < 0.1 * organs_slab
