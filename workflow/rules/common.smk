@@ -279,10 +279,16 @@ def affine_qc_file():
 
 
 def pair_images(wildcards):
-    """Fixed and moving image of a test pair; with affine.qc.on_failure: stop also the
-    affine QC, so that no test pair is registered before it passes."""
+    """Fixed and moving image of a test pair and their field-of-view masks (fixed_fov,
+    moving_fov); with affine.qc.on_failure: stop also the affine QC, so that no test pair is
+    registered before it passes."""
     moving_id, fixed_id = split_pair_id(wildcards.pair)
-    files = {"fixed": aligned(fixed_id), "moving": aligned(moving_id)}
+    files = {
+        "fixed": aligned(fixed_id),
+        "moving": aligned(moving_id),
+        "fixed_fov": aligned(fixed_id, "fov"),
+        "moving_fov": aligned(moving_id, "fov"),
+    }
     if config["affine"]["qc"]["on_failure"] == "stop":
         files["affine_qc"] = affine_qc_file()
     return files
