@@ -120,11 +120,21 @@ def cmd_register(args: argparse.Namespace) -> int:
                        f"{tuple(fixed.shape[-3:])}; resample the moving image onto the fixed grid first")
     if labels is not None and labels.shape[-3:] != moving.shape[-3:]:
         raise CLIError(f"--warp-labels grid {tuple(labels.shape[-3:])} != moving grid {tuple(moving.shape[-3:])}")
+    masks = {}
+    for flag, key in (("--fixed-mask", "fixed_mask"), ("--moving-mask", "moving_mask")):
+        path = getattr(args, key)
+        if path is None:
+            continue
+        masks[key] = load_volume(_existing(path, flag), device=device)[0]
+        if masks[key].shape[-3:] != fixed.shape[-3:]:
+            raise CLIError(f"{flag} {path}: grid {tuple(masks[key].shape[-3:])} != image grid "
+                           f"{tuple(fixed.shape[-3:])}; give the image's field-of-view mask")
     model = load_representation(args.model, (args.fixed_modality, args.moving_modality), device,
                                 args.mind_factor, args.mind_radius, args.mind_dilation)
     u = register(fixed, moving, model, iterations=args.iterations, lam=args.lam, gamma=args.gamma,
                  fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
-                 solver=args.solver, tol=args.tol, smooth=args.smooth, warp_space=args.warp_space)
+                 solver=args.solver, tol=args.tol, smooth=args.smooth, warp_space=args.warp_space,
+                 **masks)
     save_field(args.out, u, affine)
     with torch.no_grad():
         if args.warped:
@@ -220,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warp the moving image's representation on the feature grid (features, "
                         "Sec. 3.2) or warp the image and represent it every iteration (image, "
                         "Fig. 1)")
+    r.add_argument("--fixed-mask", default=None,
+                   help="fixed field-of-view mask (1 = scan, 0 = padding): padding gets no weight")
+    r.add_argument("--moving-mask", default=None,
+                   help="moving field-of-view mask (1 = scan, 0 = padding): padding gets no weight")
     r.set_defaults(func=cmd_register)
     return p
 
