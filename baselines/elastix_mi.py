@@ -19,8 +19,11 @@ identical grids ``u`` applies to the moving image as it is.
 Field-of-view masks. A mask (1 = voxel from the scan, 0 = padding) on its image's grid is
 handed to elastix as its fixed or moving mask (uint8, the image's geometry) when it has
 padding: elastix then draws its samples inside the fixed mask and drops those that map outside
-the moving one, so padding never enters mutual information. A mask without padding (all ones)
-is not passed, which leaves the registration exactly as without a mask.
+the moving one, so padding never enters mutual information. The masks are not eroded at the
+coarse pyramid levels (``ErodeMask "false"`` unless the parameter map sets it): elastix's
+erosion follows the smoothing schedule and empties the mask of a small image (the smoke
+config's 48x40x40 grid), where every sample then maps outside it. A mask without padding
+(all ones) is not passed, which leaves the registration exactly as without a mask.
 
 The affine's linear part must be orthogonal up to column scaling (no shear), as ITK images
 cannot represent shear; preprocessed (canonical) images always satisfy this.
@@ -133,6 +136,8 @@ def run_elastix(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Ten
     moving_affine = fixed_affine if moving_affine is None else moving_affine
     fixed_mask = padding_mask(fixed_mask, volume_array(fixed).shape, "fixed mask")
     moving_mask = padding_mask(moving_mask, volume_array(moving).shape, "moving mask")
+    if (fixed_mask is not None or moving_mask is not None) and "ErodeMask" not in pm:
+        pm["ErodeMask"] = ("false",)
     f = sitk.ElastixImageFilter()
     f.LogToConsoleOff()
     with tempfile.TemporaryDirectory(prefix="elastix_") as tmp:

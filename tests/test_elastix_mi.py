@@ -273,3 +273,16 @@ def test_fov_masks_reach_elastix_only_with_padding(tmp_path, phantom):
     assert float((masked - plain).abs().max()) > 0.05
     with pytest.raises(ValueError, match=r"small\.nii\.gz has shape \(19, 16, 16\)"):
         run(None, tmp_path / "small.nii.gz", "bad.nii.gz")
+
+
+def test_masks_are_not_eroded_on_a_small_image(phantom):
+    """With the default 4-level pyramid elastix's mask erosion empties the padded 20x16x16
+    moving mask (every sample then maps outside it, an internal error); the masks are passed
+    with ErodeMask false, so the run works; a map that asks for erosion gets it."""
+    fixed, moving, fov, affine = _padded_pair(phantom)
+    u = register(fixed, moving, affine, params=parameter_map({"MaximumNumberOfIterations": 5}),
+                 threads=2, moving_mask=fov)
+    assert u.shape == (1, 3, *fov.shape) and torch.isfinite(u).all()
+    with pytest.raises(RuntimeError, match="elastix"):
+        register(fixed, moving, affine, threads=2, moving_mask=fov,
+                 params=parameter_map({"MaximumNumberOfIterations": 5, "ErodeMask": True}))
