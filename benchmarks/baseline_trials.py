@@ -1,5 +1,5 @@
 """Repeat the baseline and ``warp_space`` trials of ``docs/method-choices.md`` on a finished
-run (``results/<dataset>/``: ``split.json``, ``aligned/``, ``models/``), scored like
+run (``results/<dataset>/``: ``split.json``, ``aligned/`` or ``prep/``, ``models/``), scored like
 ``sweep_settings.py`` (mean organ Dice over pairs, moving labels warped by each field).
 
 Sub-commands (``--pairs n`` scores ``n`` evenly spaced pairs; ``--test`` also scores the test
@@ -11,15 +11,17 @@ pairs where a model is trained)::
     # a module method (ConvexAdam, ANTs SyN, or yours) with candidate settings
     .venv/bin/python benchmarks/baseline_trials.py module results/phantom convexadam --threads 1 \\
         '{}' '{"grid_sp": 4, "disp_hw": 6}'
-    # VoxelMorph-MIND trained on all training pairs
+    # VoxelMorph-MIND trained on all training pairs (``--val``: also scored on the validation
+    # pairs, ``--which val_pairs`` for the other sub-commands)
     .venv/bin/python benchmarks/baseline_trials.py voxelmorph results/phantom --iterations 300 \\
-        --lr 1e-3 --reg-weight 1 --test
+        --lr 1e-3 --reg-weight 1 --val
     # the VoxelMorph-MIND loss minimised directly over a free field per pair (what the
     # objective can reach without a network)
     .venv/bin/python benchmarks/baseline_trials.py objective results/phantom --pairs 3 \\
         --reg-weight 0.1 1 10
-    # warp_space image vs features with MIND-SSC and the run's FeatCNNs (``--which test_pairs``
-    # scores the test pairs instead, as elastix does: for reporting after a choice)
+    # warp_space image vs features with MIND-SSC and the run's FeatCNNs, for one or more
+    # test-time lambdas (``--which test_pairs`` scores the test pairs instead, as elastix does:
+    # for reporting after a choice; ``--modalities mr us`` for other FeatCNN streams)
     .venv/bin/python benchmarks/baseline_trials.py warp-space results/phantom --lam 2
     # why SimpleElastix-MI cannot gain on the phantom: a patient's CT registered to its own MR
     # (ideal field zero): drift, Dice, full-image Mattes MI at the truth vs at elastix's result,
@@ -101,6 +103,10 @@ def cmd_voxelmorph(args, pairs) -> None:
     print(f"  voxelmorph {args.iterations} it lr {args.lr:g} reg {args.reg_weight:g}: train "
           f"{mean_pair_dice(pairs, field):.4f} ({seconds:.2f} s/it, loss "
           f"{sum(model.losses[:10]) / 10:.5f} -> {sum(model.losses[-10:]) / 10:.5f})", flush=True)
+    if args.val:
+        val = load_pairs(args.results, "val_pairs")
+        print(f"  validation pairs: initial {mean_pair_dice(val, zero):.4f}, voxelmorph "
+              f"{mean_pair_dice(val, field):.4f}", flush=True)
     if args.test:
         test = load_pairs(args.results, "test_pairs")
         print(f"  test pairs: initial {mean_pair_dice(test, zero):.4f}, voxelmorph "
@@ -139,13 +145,17 @@ def cmd_warp_space(args, pairs) -> None:
         path = args.results / "models" / f"{name}.pt"
         if path.exists():
             models[name] = load_model(path)
+    moving, fixed = args.modalities
     for name, rep in models.items():
-        for space in ("image", "features"):
-            t0 = time.perf_counter()
-            d = mean_pair_dice(pairs, lambda f, m, fa: register(f, m, rep, iterations=15, lam=args.lam,
-                                                                warp_space=space))
-            print(f"  {name} {space}: {d:.4f}   ({(time.perf_counter() - t0) / len(pairs):.1f} s/pair)",
-                  flush=True)
+        for space in args.spaces:
+            for lam in args.lam:
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    d = mean_pair_dice(pairs, lambda f, m, fa: register(
+                        f, m, rep, iterations=15, lam=lam, warp_space=space,
+                        moving_modality=moving, fixed_modality=fixed))
+                print(f"  {name} {space} lam {lam:g}: {d:.4f}   "
+                      f"({(time.perf_counter() - t0) / len(pairs):.1f} s/pair)", flush=True)
 
 
 def mattes_mi(fixed, moving, affine, bins: int = 32) -> float:
@@ -209,7 +219,8 @@ def main() -> None:
     common.add_argument("--threads", type=int, default=2)
     # the scoring-only trials may score the test pairs (after a choice, never to make one)
     which = argparse.ArgumentParser(add_help=False)
-    which.add_argument("--which", choices=("train_pairs", "test_pairs"), default="train_pairs",
+    which.add_argument("--which", choices=("train_pairs", "val_pairs", "test_pairs"),
+                       default="train_pairs",
                        help="pairs of split.json scored (default: the training pairs)")
     e = sub.add_parser("elastix", parents=[common, which])
     e.add_argument("overrides", nargs="+", help="JSON parameter-map overrides, one per candidate")
@@ -222,13 +233,17 @@ def main() -> None:
     v.add_argument("--lr", type=float, default=1e-3)
     v.add_argument("--reg-weight", type=float, default=1.0)
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--val", action="store_true", help="also score the validation pairs")
     v.add_argument("--test", action="store_true", help="also score the test pairs")
     o = sub.add_parser("objective", parents=[common])
     o.add_argument("--reg-weight", type=float, nargs="+", default=[0.1, 1.0, 10.0])
     o.add_argument("--lr", type=float, default=0.05)
     o.add_argument("--iterations", type=int, default=200)
     w = sub.add_parser("warp-space", parents=[common, which])
-    w.add_argument("--lam", type=float, default=2.0)
+    w.add_argument("--lam", type=float, nargs="+", default=[2.0])
+    w.add_argument("--spaces", nargs="+", choices=("image", "features"), default=["image", "features"])
+    w.add_argument("--modalities", nargs=2, default=("ct", "mr"), metavar=("MOVING", "FIXED"),
+                   help="FeatCNN streams (data.moving_modality, data.fixed_modality)")
     w.add_argument("--factor", type=int, default=2, help="MIND-SSC feature grid factor")
     d = sub.add_parser("drift", help="same-patient CT -> MR phantom registrations")
     d.add_argument("overrides", nargs="+", help="JSON parameter-map overrides, one per candidate")

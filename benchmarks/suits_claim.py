@@ -1,6 +1,7 @@
 """Does SUITS training beat its MIND pre-training? Measurements on a finished workflow run.
 
-Reads ``results/<dataset>/`` of a run (``split.json``, ``aligned/``, the pre-trained FeatCNN in
+Reads ``results/<dataset>/`` of a run (``split.json``, ``aligned/`` or, without the affine
+stage, ``prep/``, the pre-trained FeatCNN in
 ``models/``) and scores representations in the same iterative diffusion scheme by the mean
 organ Dice of each pair (the evaluator's Dice). Pairs are the run's training pairs, or a
 validation subset of them (``--val-subjects N``: the last N training subjects of each modality
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +43,9 @@ from suits.register import MindRepresentation, register  # noqa: E402
 from suits.train import label_iterations, train_suits  # noqa: E402
 from suits.warp import one_hot, warp_labels  # noqa: E402
 from suitsbench.metrics import dice  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_settings import input_dir  # noqa: E402
 
 
 def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
@@ -70,7 +75,7 @@ def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
 
 
 def load_pairs(results: Path, names: list[str]) -> list[dict[str, torch.Tensor]]:
-    aligned = results / "aligned"
+    aligned = input_dir(results)
     pairs = []
     for name in names:
         moving, fixed = name.split("__to__")
@@ -112,6 +117,7 @@ def featcnn_field(model, args):
     def field(p):
         with torch.no_grad():
             return register(p["fixed"], p["moving"], model, iterations=args.iterations, lam=args.lam,
+                            moving_modality=args.modalities[0], fixed_modality=args.modalities[1],
                             warp_space=args.warp_space)
     return field
 
@@ -154,7 +160,9 @@ def cmd_train(pairs, results: Path, args) -> None:
                                         lam=args.train_lam, k_max=args.k_max, k_min=args.k_min,
                                         seed=args.seed, checkpoint=ckpt, checkpoint_every=0,
                                         progress=False, grad_A=args.grad_A,
-                                        warp_space=args.train_warp_space)
+                                        warp_space=args.train_warp_space,
+                                        moving_modality=args.modalities[0],
+                                        fixed_modality=args.modalities[1])
             dt = time.perf_counter() - t0
             model.eval()
             recent = float(np.mean(losses[-args.every:]))
@@ -172,6 +180,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warp-space", choices=("features", "image"), default="image",
                     help="test-time warp space")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--modalities", nargs=2, default=("ct", "mr"), metavar=("MOVING", "FIXED"),
+                    help="FeatCNN streams (data.moving_modality, data.fixed_modality)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("ceiling")
     t = sub.add_parser("train")

@@ -45,16 +45,27 @@ def mean_dice(fixed: np.ndarray, warped: np.ndarray, labels: list[int]) -> float
     return float(np.nanmean(list(dice(fixed, warped, labels).values())))
 
 
+def input_dir(results: Path) -> Path:
+    """Where a run's methods read their inputs: ``aligned/`` (the groupwise affine stage), or
+    ``prep/`` for a run without it (``affine.enabled: false``)."""
+    aligned = results / "aligned"
+    return aligned if aligned.is_dir() else results / "prep"
+
+
 def load_pairs(results: Path, which: str = "train_pairs", n: int | None = None) -> list[tuple]:
     """``(fixed, moving, fixed_labels, moving_labels, fixed_affine)`` of the ``which`` pairs
-    (``"train_pairs"`` or ``"test_pairs"`` of ``split.json``; the first fold of a k-fold run)
-    of a finished run, read from ``aligned/``; ``n``: that many, evenly spaced."""
+    (``"train_pairs"``, ``"val_pairs"`` or ``"test_pairs"`` of ``split.json``; the first fold
+    of a k-fold run) of a finished run, read from :func:`input_dir`; ``n``: that many, evenly
+    spaced."""
     split = json.loads((results / "split.json").read_text())
     split = next(iter(split.values())) if "train_pairs" not in split else split
-    names = split[which]
+    names = split.get(which) or []
+    if not names:
+        raise SystemExit(f"{results / 'split.json'}: no {which}; for val_pairs set split.n_val "
+                         "or mark subjects 'val' in the manifest")
     if n is not None:
         names = names[:: max(1, len(names) // max(1, n))][:n]
-    aligned = results / "aligned"
+    aligned = input_dir(results)
     pairs = []
     for name in names:
         moving, fixed = split_pair_id(name)

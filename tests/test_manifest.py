@@ -111,6 +111,8 @@ def test_prostate_manifest_in_config(prostate_dir):
     assert {r.modality for r in recs} == {"mr", "us"}
     assert all((r.role == "moving") == (r.modality == "mr") for r in recs)
     assert sum(r.split == "test" for r in recs) == 4
+    assert sorted({r.subject for r in recs if r.split == "val"}) == [
+        f"case0000{i:02d}" for i in (4, 9, 14, 19, 24)]
     case = next(r for r in recs if r.id == "case000002_us")
     expected = prostate_dir / "train" / "fixed_labels" / "case000002.nii.gz"
     assert case.label.resolve() == expected.resolve()   # ../shared may be a symlink

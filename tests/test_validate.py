@@ -264,7 +264,11 @@ def test_prostate_set_validates(prostate_dir):
     split = validate_records(recs, {1: "gland", 2: "landmark_1", 3: "landmark_2"},
                              moving_modality="mr", fixed_modality="us", pairing="paired",
                              evaluate=["gland"])
-    assert len(split.train_pairs) == 25 and len(split.test_pairs) == 2
+    # every 5th of the 25 training pairs is marked 'val' in the manifest
+    assert len(split.train_pairs) == 20 and len(split.test_pairs) == 2
+    assert [p.split("_")[0] for p in split.val_pairs] == [
+        f"case0000{i:02d}" for i in (4, 9, 14, 19, 24)]
+    assert not set(split.val_pairs) & set(split.train_pairs)
     with pytest.raises(InputError, match=r"channel\(s\)"):
         validate_records(recs, {1: "gland"}, moving_modality="mr", fixed_modality="us",
                          pairing="paired")
