@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 
 from suits.modelfile import ModelFileError, load_model, load_representation, save_model
-from suits.pairs import PAIR_COLUMNS, PairsError, load_pairs, read_pairs
+from suits.pairs import MASK_COLUMNS, PAIR_COLUMNS, PairsError, load_pairs, read_pairs
 from suits.register import WARP_SPACES
 
 __all__ = ["main", "build_parser", "CLIError", "setup_logging"]
@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_pretrain)
 
     t = sub.add_parser("train", parents=[common], help="SUITS end-to-end training (Algorithm 1)")
-    t.add_argument("--pairs", required=True, help="TSV: " + ", ".join(PAIR_COLUMNS))
+    t.add_argument("--pairs", required=True, help="TSV: " + ", ".join(PAIR_COLUMNS)
+                   + " (optional: " + ", ".join(MASK_COLUMNS) + ")")
     t.add_argument("--model", required=True, help="pretrained model file")
     t.add_argument("--out", required=True, help="trained model file to write")
     t.add_argument("--steps", type=int, default=250)

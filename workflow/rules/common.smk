@@ -244,15 +244,15 @@ def train_ids(fdir, modality=None):
 
 
 def train_pair_images(fdir):
-    """Every aligned image and label used by the training pairs of a fold."""
+    """Every aligned image, label and field-of-view mask used by the training pairs of a fold."""
     ids = sorted({i for p in split_of(fdir).train_pairs for i in split_pair_id(p)})
-    return aligned_of_ids(ids) + aligned_of_ids(ids, "label")
+    return [aligned(i, k) for k in ("image", "label", "fov") for i in ids]
 
 
 def val_pair_images(fdir):
-    """Every aligned image and label used by the validation pairs of a fold."""
+    """Every aligned image, label and field-of-view mask used by the validation pairs of a fold."""
     ids = sorted({i for p in split_of(fdir).val_pairs for i in split_pair_id(p)})
-    return aligned_of_ids(ids) + aligned_of_ids(ids, "label")
+    return [aligned(i, k) for k in ("image", "label", "fov") for i in ids]
 
 
 # test-time registration settings of the validation Dice (suits.validation.Validator)
