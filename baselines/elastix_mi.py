@@ -16,6 +16,15 @@ that warps the moving image *resampled onto the fixed grid* (``suits.warp.warp``
 what the benchmark feeds every method (all aligned images share the mean-space grid). With
 identical grids ``u`` applies to the moving image as it is.
 
+Field-of-view masks. A mask (1 = voxel from the scan, 0 = padding) on its image's grid is
+handed to elastix as its fixed or moving mask (uint8, the image's geometry) when it has
+padding: elastix then draws its samples inside the fixed mask and drops those that map outside
+the moving one, so padding never enters mutual information. The masks are not eroded at the
+coarse pyramid levels (``ErodeMask "false"`` unless the parameter map sets it): elastix's
+erosion follows the smoothing schedule and empties the mask of a small image (the smoke
+config's 48x40x40 grid), where every sample then maps outside it. A mask without padding
+(all ones) is not passed, which leaves the registration exactly as without a mask.
+
 The affine's linear part must be orthogonal up to column scaling (no shear), as ITK images
 cannot represent shear; preprocessed (canonical) images always satisfy this.
 """
@@ -41,6 +50,7 @@ __all__ = [
     "transformix_resample",
     "to_sitk",
     "from_sitk",
+    "padding_mask",
 ]
 
 PathLike = str | os.PathLike
@@ -81,10 +91,34 @@ def from_sitk(img) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(a, (0, 1, 2), (2, 1, 0)))
 
 
+def padding_mask(mask: np.ndarray | torch.Tensor | None, shape: Sequence[int],
+                 what: str = "mask") -> np.ndarray | None:
+    """The field-of-view mask as a ``(D,H,W)`` uint8 array (1 inside, 0 padding) when it has
+    padding, ``None`` when it is ``None`` or all ones. ``ValueError`` when its shape differs
+    from the image's ``shape`` or it has no voxel inside (``what`` names it)."""
+    if mask is None:
+        return None
+    m = (volume_array(mask) > 0.5).astype(np.uint8)
+    if m.shape != tuple(int(s) for s in shape):
+        raise ValueError(f"{what} has shape {m.shape} but its image {tuple(shape)}: "
+                         "give the field-of-view mask on the image's grid")
+    if not m.any():
+        raise ValueError(f"{what} has no voxel inside the field of view: "
+                         "give the image's own field-of-view mask")
+    return None if m.all() else m
+
+
+def _sitk_mask(mask: np.ndarray, affine: np.ndarray):
+    return _sitk().Cast(to_sitk(mask, affine), _sitk().sitkUInt8)
+
+
 def run_elastix(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Tensor,
                 fixed_affine: np.ndarray, moving_affine: np.ndarray | None = None,
                 params: Mapping[str, Any] | None = None, threads: int | None = None,
-                log_dir: PathLike | None = None) -> list[dict[str, tuple[str, ...]]]:
+                log_dir: PathLike | None = None,
+                fixed_mask: np.ndarray | torch.Tensor | None = None,
+                moving_mask: np.ndarray | torch.Tensor | None = None,
+                ) -> list[dict[str, tuple[str, ...]]]:
     """Run elastix; return the transform parameter maps (as dicts, for transformix).
 
     Args:
@@ -93,10 +127,17 @@ def run_elastix(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Ten
         params: the full parameter map (default :func:`baselines.elastix_params.parameter_map`).
         threads: elastix threads (``None``: SimpleITK's default, all cores).
         log_dir: write ``elastix.log`` there; ``None``: no log files.
+        fixed_mask, moving_mask: field-of-view masks on the fixed and moving grid (1 = scan,
+            0 = padding), passed to elastix only when they have padding
+            (:func:`padding_mask`); ``None``: no mask.
     """
     sitk = _sitk()
     pm = parameter_map() if params is None else dict(params)
     moving_affine = fixed_affine if moving_affine is None else moving_affine
+    fixed_mask = padding_mask(fixed_mask, volume_array(fixed).shape, "fixed mask")
+    moving_mask = padding_mask(moving_mask, volume_array(moving).shape, "moving mask")
+    if (fixed_mask is not None or moving_mask is not None) and "ErodeMask" not in pm:
+        pm["ErodeMask"] = ("false",)
     f = sitk.ElastixImageFilter()
     f.LogToConsoleOff()
     with tempfile.TemporaryDirectory(prefix="elastix_") as tmp:
@@ -109,6 +150,10 @@ def run_elastix(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Ten
             f.LogToFileOff()
         f.SetFixedImage(to_sitk(fixed, fixed_affine))
         f.SetMovingImage(to_sitk(moving, moving_affine))
+        if fixed_mask is not None:
+            f.SetFixedMask(_sitk_mask(fixed_mask, fixed_affine))
+        if moving_mask is not None:
+            f.SetMovingMask(_sitk_mask(moving_mask, moving_affine))
         f.SetParameterMap(to_elastix(pm))
         if threads is not None:
             f.SetNumberOfThreads(int(threads))
@@ -170,7 +215,9 @@ def transformix_resample(image: np.ndarray | torch.Tensor, tmaps: Sequence[Mappi
 
 def register(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Tensor,
              fixed_affine: np.ndarray, moving_affine: np.ndarray | None = None,
-             params: Mapping[str, Any] | None = None, threads: int | None = None) -> torch.Tensor:
+             params: Mapping[str, Any] | None = None, threads: int | None = None,
+             fixed_mask: np.ndarray | torch.Tensor | None = None,
+             moving_mask: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
     """SimpleElastix-MI: B-spline elastix registration of ``moving`` to ``fixed``.
 
     Args:
@@ -180,27 +227,46 @@ def register(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Tensor
         params: effective parameter map (see :mod:`baselines.elastix_params`); ``None``: the
             default (:func:`~baselines.elastix_params.parameter_map`).
         threads: number of elastix threads (``None``: all cores).
+        fixed_mask, moving_mask: field-of-view masks on the fixed and moving grid (1 = scan,
+            0 = padding); each is passed to elastix only when it has padding, so ``None`` and a
+            mask of all ones give the same field.
 
     Returns:
         ``u`` ``(1, 3, D, H, W)`` float32 on the CPU (or on ``fixed``'s device if it is a
         tensor), fixed-grid voxels, ``warp(moving, u) ≈ fixed``.
     """
     shape = volume_array(fixed).shape
-    tmaps = run_elastix(fixed, moving, fixed_affine, moving_affine, params=params, threads=threads)
+    tmaps = run_elastix(fixed, moving, fixed_affine, moving_affine, params=params, threads=threads,
+                        fixed_mask=fixed_mask, moving_mask=moving_mask)
     u = deformation_field(tmaps, fixed_affine, shape)
     return u.to(fixed.device) if isinstance(fixed, torch.Tensor) else u
 
 
+def _load_mask(path: PathLike | None, image_shape: Sequence[int]) -> np.ndarray | None:
+    """A field-of-view mask file checked against its image (one-line error naming the file)."""
+    from suits.io import load_volume
+
+    if path is None:
+        return None
+    return padding_mask(load_volume(path)[0], image_shape, str(path))
+
+
 def register_files(fixed_path: PathLike, moving_path: PathLike, out_field: PathLike,
-                   params: Mapping[str, Any] | None = None, threads: int | None = None) -> float:
+                   params: Mapping[str, Any] | None = None, threads: int | None = None,
+                   fixed_mask_path: PathLike | None = None,
+                   moving_mask_path: PathLike | None = None) -> float:
     """Register two NIfTI images and write the contract field (``suits.io.save_field``, the
-    fixed image's affine, atomic). Returns the registration wall time in seconds."""
+    fixed image's affine, atomic); with field-of-view mask files, elastix gets those that have
+    padding (:func:`register`). Returns the registration wall time in seconds."""
     from suits.io import load_volume, save_field
 
     fixed, fixed_affine = load_volume(fixed_path)
     moving, moving_affine = load_volume(moving_path)
+    fixed_mask = _load_mask(fixed_mask_path, fixed.shape[-3:])
+    moving_mask = _load_mask(moving_mask_path, moving.shape[-3:])
     t0 = time.perf_counter()
-    u = register(fixed, moving, fixed_affine, moving_affine, params=params, threads=threads)
+    u = register(fixed, moving, fixed_affine, moving_affine, params=params, threads=threads,
+                 fixed_mask=fixed_mask, moving_mask=moving_mask)
     seconds = time.perf_counter() - t0
     save_field(out_field, u, fixed_affine)
     return seconds

@@ -14,6 +14,11 @@ Loss: ``MSE(mind_ssc(warp(moving, u)), mind_ssc(fixed)) + reg_weight * diffusion
 ``u`` (voxelmorph's ``Grad('l2')``, which 0.3.4 only keeps as a deprecated stub). Warping in the
 loss is ``suits.warp.warp`` (border padding), the same function the evaluator uses.
 
+Field-of-view masks. With masks (1 = voxel from the scan, 0 = padding) of which one has
+padding, the MIND term is the mean over the voxels weighted by the fixed mask times the moving
+mask warped by ``u`` (:func:`loss_weight`), so padding around a partial scan does not drive the
+field; masks of all ones give the unmasked loss exactly.
+
 Field convention. voxelmorph's flow is ``(B, ndim, *spatial)`` in voxels, channel ``c``
 along spatial axis ``c`` (``ij`` meshgrid, ``align_corners=True``), i.e. exactly the contract
 (channel 0 along ``D``); ``tests/test_voxelmorph_mind.py`` checks that ``suits.warp.warp`` with
@@ -57,6 +62,7 @@ __all__ = [
     "VxmMind",
     "diffusion_loss",
     "mind_loss",
+    "loss_weight",
     "pair_loss",
     "validation_measures",
     "train",
@@ -150,21 +156,50 @@ def diffusion_loss(u: torch.Tensor) -> torch.Tensor:
 
 
 def mind_loss(warped: torch.Tensor, fixed_mind: torch.Tensor, radius: int = 2,
-              dilation: int = 2) -> torch.Tensor:
-    """MSE between the MIND-SSC of ``warped`` and precomputed ``fixed_mind``."""
-    return F.mse_loss(mind_ssc(warped, radius=radius, dilation=dilation), fixed_mind)
+              dilation: int = 2, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between the MIND-SSC of ``warped`` and precomputed ``fixed_mind``; with ``weight``
+    ``(B, 1, D, H, W)`` (>= 0) the squared differences are averaged with these voxel weights."""
+    d = mind_ssc(warped, radius=radius, dilation=dilation)
+    if weight is None:
+        return F.mse_loss(d, fixed_mind)
+    sq = (d - fixed_mind) ** 2 * weight
+    return sq.sum() / (weight.expand_as(sq).sum()).clamp_min(1e-6)
+
+
+def padding_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A field-of-view mask as a float 0/1 tensor, or ``None`` if it is absent or all ones."""
+    if mask is None:
+        return None
+    m = (mask > 0.5).float()
+    return None if bool(m.all()) else m
+
+
+def loss_weight(fixed_mask: torch.Tensor | None, moving_mask: torch.Tensor | None,
+                u: torch.Tensor) -> torch.Tensor | None:
+    """The voxel weight of :func:`mind_loss`: the fixed mask times the moving mask warped by
+    ``u``; ``None`` when neither mask has padding (:func:`padding_mask`)."""
+    fixed_mask, moving_mask = padding_mask(fixed_mask), padding_mask(moving_mask)
+    if fixed_mask is None and moving_mask is None:
+        return None
+    weight = torch.ones_like(u[:, :1]) if fixed_mask is None else fixed_mask.to(u)
+    if moving_mask is not None:
+        weight = weight * warp(moving_mask.to(u), u)
+    return weight
 
 
 def pair_loss(model: VxmMind, fixed: torch.Tensor, moving: torch.Tensor, reg_weight: float,
               mind_radius: int = 2, mind_dilation: int = 2,
-              fixed_mind: torch.Tensor | None = None) -> torch.Tensor:
+              fixed_mind: torch.Tensor | None = None, fixed_mask: torch.Tensor | None = None,
+              moving_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The training loss of one pair: :func:`mind_loss` of the warped moving image plus
     ``reg_weight`` times :func:`diffusion_loss` of the predicted field (``fixed_mind``: the
-    fixed image's MIND-SSC, computed if not given)."""
+    fixed image's MIND-SSC, computed if not given; ``fixed_mask``, ``moving_mask``:
+    field-of-view masks weighting the MIND term, :func:`loss_weight`)."""
     if fixed_mind is None:
         fixed_mind = mind_ssc(fixed, radius=mind_radius, dilation=mind_dilation)
     u = model(fixed, moving)
-    return mind_loss(warp(moving, u), fixed_mind, mind_radius, mind_dilation) \
+    weight = loss_weight(fixed_mask, moving_mask, u)
+    return mind_loss(warp(moving, u), fixed_mind, mind_radius, mind_dilation, weight) \
         + reg_weight * diffusion_loss(u)
 
 
@@ -173,7 +208,8 @@ def validation_measures(val_pairs: Sequence[Mapping[str, torch.Tensor]], reg_wei
                         device: torch.device | str | None = None
                         ) -> dict[str, Callable[[VxmMind], float]]:
     """``{"val_loss": f, "val_dice": g}``: the mean over ``val_pairs`` (dicts with ``fixed``,
-    ``moving``, ``fixed_labels``, ``moving_labels``, ``(1, 1, D, H, W)`` on one grid per pair)
+    ``moving``, ``fixed_labels``, ``moving_labels``, ``(1, 1, D, H, W)`` on one grid per pair,
+    optionally ``fixed_fov``, ``moving_fov`` masks)
     of :func:`pair_loss` and of the Dice of the warped moving labels
     (``suits.validation.pair_scores``), each evaluated without a gradient in eval mode."""
     for n, p in enumerate(val_pairs):
@@ -201,7 +237,8 @@ def validation_measures(val_pairs: Sequence[Mapping[str, torch.Tensor]], reg_wei
                     if n not in minds:
                         minds[n] = mind_ssc(fixed, radius=mind_radius, dilation=mind_dilation)
                     out.append(float(pair_loss(model, fixed, moving, reg_weight, mind_radius,
-                                               mind_dilation, minds[n])))
+                                               mind_dilation, minds[n], p.get("fixed_fov"),
+                                               p.get("moving_fov"))))
         finally:
             model.train(was_training)
         return sum(out) / len(out)
@@ -223,6 +260,19 @@ def _check_pairs(pairs: Sequence[Pair]) -> None:
                              f"{tuple(f.shape)} and {tuple(m.shape)}")
 
 
+def _check_masks(pairs: Sequence[Pair], masks) -> list:
+    if masks is None:
+        return [(None, None)] * len(pairs)
+    if len(masks) != len(pairs):
+        raise ValueError(f"masks: {len(masks)} entries for {len(pairs)} pairs")
+    for n, ((f, _), ms) in enumerate(zip(pairs, masks)):
+        for what, m in zip(("fixed", "moving"), ms):
+            if m is not None and tuple(m.shape) != tuple(f.shape):
+                raise ValueError(f"pair {n}: {what} mask {tuple(m.shape)} is not on the image "
+                                 f"grid {tuple(f.shape)}")
+    return list(masks)
+
+
 def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: float = 0.1,
           mind_radius: int = 2, mind_dilation: int = 2, seed: int = 0,
           checkpoint: PathLike | None = None, checkpoint_every: int = 500,
@@ -231,7 +281,9 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
           log: Callable[[int, float], None] | None = None,
           val_pairs: Sequence[Mapping[str, torch.Tensor]] | None = None,
           validate_every: int = 0,
-          curve: dict[str, list[tuple[int, float]]] | None = None) -> VxmMind:
+          curve: dict[str, list[tuple[int, float]]] | None = None,
+          masks: Sequence[tuple[torch.Tensor | None, torch.Tensor | None]] | None = None
+          ) -> VxmMind:
     """Train VoxelMorph-MIND on ``(fixed, moving)`` pairs (batch 1, one pair drawn per step).
 
     Args:
@@ -255,12 +307,16 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
             after the last (0: only those two).
         curve: if given, filled with ``{"val_loss": [(step, value), ...], "val_dice": [...]}``
             (also the validations before a resume, kept in the checkpoint).
+        masks: per pair ``(fixed_mask, moving_mask)`` field-of-view masks on the pair's grid
+            (either may be ``None``) weighting the MIND term (:func:`loss_weight`); ``None``:
+            no masks.
 
     Returns:
         the trained :class:`VxmMind` (train mode off); ``model.losses`` holds every step's loss
         (including steps before a resume).
     """
     _check_pairs(pairs)
+    masks = _check_masks(pairs, masks)
     device = torch.device("cpu" if device is None else device)
     with torch.random.fork_rng(devices=[]):              # seeded init, global RNG untouched
         torch.manual_seed(int(seed))
@@ -287,21 +343,24 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
     start, _ = rolling.resume(device)
     validation.resumed(model, start)
 
-    cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    cache: dict[int, tuple] = {}
 
-    def sample(idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample(idx: int) -> tuple:
         if idx not in cache:
             f, m = (t.to(device=device, dtype=torch.float32) for t in pairs[idx])
+            fm, mm = (None if t is None else padding_mask(t.to(device)) for t in masks[idx])
             with torch.no_grad():
-                cache[idx] = (f, m, mind_ssc(f, radius=mind_radius, dilation=mind_dilation))
+                cache[idx] = (f, m, mind_ssc(f, radius=mind_radius, dilation=mind_dilation),
+                              fm, mm)
         return cache[idx]
 
     bar = tqdm(range(start, int(iterations)), initial=start, total=int(iterations),
                desc="VoxelMorph-MIND", disable=not progress)
     for step in bar:
         idx = int(torch.randint(len(pairs), (1,), generator=gen))
-        fixed, moving, fixed_mind = sample(idx)
-        loss = pair_loss(model, fixed, moving, reg_weight, mind_radius, mind_dilation, fixed_mind)
+        fixed, moving, fixed_mind, fixed_mask, moving_mask = sample(idx)
+        loss = pair_loss(model, fixed, moving, reg_weight, mind_radius, mind_dilation, fixed_mind,
+                         fixed_mask, moving_mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

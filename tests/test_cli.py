@@ -146,6 +146,12 @@ def test_one_line_errors(data, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "moving image grid (8, 8, 8) != fixed grid" in err
 
+    rc = main(["register", "--fixed", str(files["mr0"][0]), "--moving", str(files["ct0"][0]),
+               "--moving-mask", str(small), "--model", "mind", "--out", str(tmp / "f.nii.gz"),
+               "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "--moving-mask" in err and "small.nii.gz" in err
+
 
 def test_python_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "suits", "--help"], capture_output=True, text=True,

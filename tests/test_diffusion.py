@@ -192,3 +192,28 @@ def test_gradcheck_gauss_newton_step(backend, fast, grad_A):
         inputs = (r_fix,)
         fn = lambda rf: gauss_newton_step(rf, r_mov.detach(), u, 2.0, solver=backend, tol=1e-13)  # noqa: E731
     assert torch.autograd.gradcheck(fn, inputs, atol=1e-6, rtol=1e-5, fast_mode=fast)
+
+
+def test_weight_scales_the_data_term_per_voxel():
+    """A weight of ones is the unweighted system bit for bit; a weight w gives w·M and
+    w·(data part of b); where w = 0 only the diffusion term is left; the step of ones is
+    the unweighted step."""
+    r_fix, r_mov = smooth_rep(2, 3, GRID, seed=5), smooth_rep(2, 3, GRID, seed=6)
+    u = torch.randn(2, 3, *GRID, dtype=torch.float64)
+    lam = 1.5
+    M, b = brox_system(r_fix, r_mov, u, lam)
+    M1, b1 = brox_system(r_fix, r_mov, u, lam, weight=torch.ones(1, 1, *GRID, dtype=torch.float64))
+    assert torch.equal(M1, M) and torch.equal(b1, b)
+    w = torch.rand(2, 1, *GRID, dtype=torch.float64)
+    w[:, :, :2] = 0
+    Mw, bw = brox_system(r_fix, r_mov, u, lam, weight=w)
+    reg = -lam * laplacian(u)
+    assert torch.allclose(Mw, M * w.unsqueeze(1), atol=1e-14)
+    assert torch.allclose(bw - reg, (b - reg) * w, atol=1e-14)
+    assert not Mw[..., :2, :, :].any()
+    assert torch.equal(bw[..., :2, :, :], reg[..., :2, :, :])
+    ones = torch.ones(2, 1, *GRID, dtype=torch.float64)
+    assert torch.equal(gauss_newton_step(r_fix, r_mov, u, lam, solver=MG, tol=1e-10, weight=ones),
+                       gauss_newton_step(r_fix, r_mov, u, lam, solver=MG, tol=1e-10))
+    with pytest.raises(ValueError, match="weight must be"):
+        brox_system(r_fix, r_mov, u, lam, weight=torch.ones(2, 3, *GRID, dtype=torch.float64))

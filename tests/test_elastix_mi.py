@@ -234,3 +234,55 @@ def test_run_elastix_returns_bspline_transform(phantom):
     assert tmaps[-1]["BSplineTransformSplineOrder"] == ("2",)
     # final grid spacing 4 voxels of 6 mm = 24 mm
     assert [float(s) for s in tmaps[-1]["GridSpacing"]] == pytest.approx([24.0] * 3)
+
+
+def _padded_pair(phantom):
+    """On a 6 mm grid: fixed = phantom, moving = the phantom shifted by one voxel along k whose
+    last 6 slices along i are padding (the image minimum), and the moving fov mask."""
+    img, _, affine = phantom
+    fixed = img[..., ::2, ::2, ::2].contiguous()
+    aff = affine.copy()
+    aff[:3, :3] *= 2
+    moving = torch.roll(fixed, 1, dims=4)
+    fov = torch.ones(fixed.shape[-3:])
+    fov[-6:] = 0
+    moving[0, 0][fov == 0] = float(fixed.min())
+    return fixed, moving, fov, aff
+
+
+def test_fov_masks_reach_elastix_only_with_padding(tmp_path, phantom):
+    """A padded moving mask changes the field (elastix samples only inside it); masks of all
+    ones give the very field of no masks; a mask on another grid is refused, naming the file."""
+    fixed, moving, fov, affine = _padded_pair(phantom)
+    shape = tuple(fov.shape)
+    params = parameter_map({"NumberOfResolutions": 1, "MaximumNumberOfIterations": 30})
+    for name, vol in [("f", fixed), ("m", moving), ("fov", fov), ("ones", torch.ones(shape)),
+                      ("small", torch.ones(shape[0] - 1, *shape[1:]))]:
+        save_volume(tmp_path / f"{name}.nii.gz", vol, affine)
+
+    def run(fixed_mask, moving_mask, out):
+        register_files(tmp_path / "f.nii.gz", tmp_path / "m.nii.gz", tmp_path / out, params=params,
+                       threads=2, fixed_mask_path=fixed_mask, moving_mask_path=moving_mask)
+        return load_field(tmp_path / out)[0]
+
+    plain = run(None, None, "plain.nii.gz")
+    ones = run(tmp_path / "ones.nii.gz", tmp_path / "ones.nii.gz", "ones_u.nii.gz")
+    masked = run(tmp_path / "ones.nii.gz", tmp_path / "fov.nii.gz", "masked.nii.gz")
+    assert torch.equal(ones, plain)
+    assert masked.shape == (1, 3, *shape) and torch.isfinite(masked).all()
+    assert float((masked - plain).abs().max()) > 0.05
+    with pytest.raises(ValueError, match=r"small\.nii\.gz has shape \(19, 16, 16\)"):
+        run(None, tmp_path / "small.nii.gz", "bad.nii.gz")
+
+
+def test_masks_are_not_eroded_on_a_small_image(phantom):
+    """With the default 4-level pyramid elastix's mask erosion empties the padded 20x16x16
+    moving mask (every sample then maps outside it, an internal error); the masks are passed
+    with ErodeMask false, so the run works; a map that asks for erosion gets it."""
+    fixed, moving, fov, affine = _padded_pair(phantom)
+    u = register(fixed, moving, affine, params=parameter_map({"MaximumNumberOfIterations": 5}),
+                 threads=2, moving_mask=fov)
+    assert u.shape == (1, 3, *fov.shape) and torch.isfinite(u).all()
+    with pytest.raises(RuntimeError, match="elastix"):
+        register(fixed, moving, affine, threads=2, moving_mask=fov,
+                 params=parameter_map({"MaximumNumberOfIterations": 5, "ErodeMask": True}))

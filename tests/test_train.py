@@ -316,3 +316,48 @@ def test_validator_for_rows_and_no_rows(tmp_path):
     v = validator_for(read_pairs(tsv), tsv, {"iterations": 2}, "mr", "ct")
     assert isinstance(v, Validator) and len(v.pairs) == 1
     assert v.register_kwargs == {"iterations": 2, "fixed_modality": "mr", "moving_modality": "ct"}
+
+
+def test_fov_masks_weight_training_and_validation(tmp_path, monkeypatch):
+    """Field-of-view masks in the pairs: all ones train exactly as without masks; a moving mask
+    with padding changes the losses; the pairs file carries the masks to the Validator, which
+    passes them to the registration."""
+    from suits.io import save_labels, save_volume
+    from suits.pairs import PairsError, load_pairs, read_pairs
+    from suits.validation import Validator
+
+    def with_masks(pairs, moving_fov):
+        return [{**p, "fixed_fov": torch.ones_like(p["fixed"]), "moving_fov": moving_fov.clone()}
+                for p in pairs]
+
+    _, ref = train_suits(_model(), _pairs(), **_kw(steps=2))
+    _, ones = train_suits(_model(), with_masks(_pairs(), torch.ones(1, 1, *SHAPE)), **_kw(steps=2))
+    assert ones == ref
+    padded = torch.ones(1, 1, *SHAPE)
+    padded[..., 10:, :, :] = 0
+    _, masked = train_suits(_model(), with_masks(_pairs(), padded), **_kw(steps=2))
+    assert all(torch.isfinite(torch.tensor(masked))) and masked != ref
+
+    p = _pair(1)
+    eye = torch.eye(4).double().numpy()
+    for name in ("fixed", "moving"):
+        save_volume(tmp_path / f"{name}.nii.gz", p[name], eye)
+        save_labels(tmp_path / f"{name}_l.nii.gz", p[f"{name}_labels"], eye)
+    save_volume(tmp_path / "fov.nii.gz", padded, eye)
+    tsv = tmp_path / "val.tsv"
+    tsv.write_text("fixed_image\tmoving_image\tfixed_labels\tmoving_labels\tfixed_fov\tmoving_fov\n"
+                   "fixed.nii.gz\tmoving.nii.gz\tfixed_l.nii.gz\tmoving_l.nii.gz\tfov.nii.gz\tfov.nii.gz\n")
+    pairs = load_pairs(read_pairs(tsv), tsv)
+    assert torch.equal(pairs[0]["moving_fov"], padded)
+    seen = []
+    import suits.validation as validation_mod
+    real = validation_mod.register
+    monkeypatch.setattr(validation_mod, "register", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    Validator(pairs, {"iterations": 1, "lam": 1.0})(_model())
+    assert torch.equal(seen[0]["moving_mask"], padded) and torch.equal(seen[0]["fixed_mask"], padded)
+
+    half = tmp_path / "half.tsv"
+    half.write_text("fixed_image\tmoving_image\tfixed_labels\tmoving_labels\tfixed_fov\n"
+                    "fixed.nii.gz\tmoving.nii.gz\tfixed_l.nii.gz\tmoving_l.nii.gz\tfov.nii.gz\n")
+    with pytest.raises(PairsError, match="fixed_fov without moving_fov"):
+        read_pairs(half)

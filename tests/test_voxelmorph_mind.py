@@ -221,3 +221,51 @@ def test_validation_curve_resumes_and_leaves_training_unchanged(tmp_path):
     curve3 = {}
     train(pairs, 5, checkpoint=ck, checkpoint_every=2, curve=curve3, **val, **kw)
     assert curve3 == curve
+
+
+def test_masked_mind_loss_hand_checked_and_ones_unmasked():
+    """mind_loss with a voxel weight is the weighted mean of the squared MIND differences;
+    masks without padding give no weight (the unmasked loss); padding in the moving mask
+    is warped with the field, and differences in the padding no longer count."""
+    from baselines.voxelmorph_mind import loss_weight, mind_loss
+    from suits.mind import mind_ssc
+
+    fixed, moving = _pair()
+    fm = mind_ssc(fixed)
+    d = (mind_ssc(moving) - fm) ** 2
+    w = torch.zeros(1, 1, 16, 16, 16)
+    w[..., :8, :, :] = 1.0
+    w[..., 8:10, :, :] = 0.5
+    expect = float((d * w).sum() / (w.sum() * d.shape[1]))
+    assert float(mind_loss(moving, fm, weight=w)) == pytest.approx(expect, rel=1e-5)
+    assert float(mind_loss(moving, fm, weight=torch.ones_like(w))) == pytest.approx(
+        float(mind_loss(moving, fm)), rel=1e-6)
+
+    u = torch.zeros(1, 3, 16, 16, 16)
+    u[:, 0] = 2.0                                   # sample the moving mask 2 voxels further along D
+    ones = torch.ones(1, 1, 16, 16, 16)
+    assert loss_weight(ones, ones, u) is None and loss_weight(None, None, u) is None
+    padded = ones.clone()
+    padded[..., 12:, :, :] = 0
+    weight = loss_weight(None, padded, u)
+    assert torch.equal(weight[..., :10, :, :], torch.ones(1, 1, 10, 16, 16))
+    assert float(weight[..., 10:, :, :].max()) == 0.0
+    # content changed only deep in the padding (beyond MIND's reach): the masked loss ignores it
+    changed = moving.clone()
+    changed[..., 14:, :, :] = 5.0
+    w2 = loss_weight(ones, padded, torch.zeros_like(u)) * (torch.arange(16) < 8).view(1, 1, 16, 1, 1)
+    assert float(mind_loss(changed, fm, weight=w2)) == pytest.approx(float(mind_loss(moving, fm, weight=w2)))
+    assert float(mind_loss(changed, fm)) > float(mind_loss(moving, fm)) * 1.05
+
+
+def test_train_with_masks_ones_equal_unmasked_padding_differs():
+    pair = _pair()
+    ones = torch.ones_like(pair[0])
+    padded = ones.clone()
+    padded[..., 11:, :, :] = 0
+    ref = train([pair], 3, lr=1e-3, config=TINY, progress=False).losses
+    assert train([pair], 3, lr=1e-3, config=TINY, progress=False, masks=[(ones, ones)]).losses == ref
+    masked = train([pair], 3, lr=1e-3, config=TINY, progress=False, masks=[(None, padded)]).losses
+    assert masked != ref and all(np.isfinite(masked))
+    with pytest.raises(ValueError, match="not on the image grid"):
+        train([pair], 1, config=TINY, progress=False, masks=[(padded[..., :8], None)])

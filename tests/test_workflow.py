@@ -115,6 +115,26 @@ def test_dry_run_all_methods():
     assert counts.get("evaluate") == "8", counts
 
 
+@pytest.mark.parametrize("affine, stage", [("true", "aligned"), ("false", "prep")])
+def test_registration_jobs_take_both_fov_masks(tmp_path, affine, stage):
+    """Every registration job of the default gets the fixed and the moving image's fov mask
+    (aligned/ with the affine stage, prep/ without it) beside the images."""
+    override = tmp_path / "affine.yaml"
+    override.write_text(f"affine:\n  enabled: {affine}\n")
+    proc = snakemake("-n", "--nolock", "--forceall", "--cores", "2",
+                     "--configfile", "config/config.yaml", str(override))
+    assert proc.returncode == 0, output_of(proc)
+    jobs = re.findall(r"^rule (register_\w+):\n\s+input: (.*)$", proc.stdout, re.M)
+    assert len(jobs) >= 5, output_of(proc)
+    for rule, inputs in jobs:
+        moving, fixed = re.search(r"/(\w+?)__to__(\w+?)\.nii\.gz", proc.stdout[
+            proc.stdout.index(inputs):]).groups()
+        files = inputs.split(", ")
+        for i in (moving, fixed):
+            assert f"results/phantom/{stage}/{i}_fov.nii.gz" in files, (rule, inputs)
+            assert f"results/phantom/{stage}/{i}_image.nii.gz" in files, (rule, inputs)
+
+
 def test_dry_run_prostate():
     if not PROSTATE.is_dir():
         pytest.skip(f"real data not found at {PROSTATE} (place ../shared/data beside the project)")

@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 
 from suits.modelfile import ModelFileError, load_model, load_representation, save_model
-from suits.pairs import PAIR_COLUMNS, PairsError, load_pairs, read_pairs
+from suits.pairs import MASK_COLUMNS, PAIR_COLUMNS, PairsError, load_pairs, read_pairs
 from suits.register import WARP_SPACES
 
 __all__ = ["main", "build_parser", "CLIError", "setup_logging"]
@@ -120,11 +120,21 @@ def cmd_register(args: argparse.Namespace) -> int:
                        f"{tuple(fixed.shape[-3:])}; resample the moving image onto the fixed grid first")
     if labels is not None and labels.shape[-3:] != moving.shape[-3:]:
         raise CLIError(f"--warp-labels grid {tuple(labels.shape[-3:])} != moving grid {tuple(moving.shape[-3:])}")
+    masks = {}
+    for flag, key in (("--fixed-mask", "fixed_mask"), ("--moving-mask", "moving_mask")):
+        path = getattr(args, key)
+        if path is None:
+            continue
+        masks[key] = load_volume(_existing(path, flag), device=device)[0]
+        if masks[key].shape[-3:] != fixed.shape[-3:]:
+            raise CLIError(f"{flag} {path}: grid {tuple(masks[key].shape[-3:])} != image grid "
+                           f"{tuple(fixed.shape[-3:])}; give the image's field-of-view mask")
     model = load_representation(args.model, (args.fixed_modality, args.moving_modality), device,
                                 args.mind_factor, args.mind_radius, args.mind_dilation)
     u = register(fixed, moving, model, iterations=args.iterations, lam=args.lam, gamma=args.gamma,
                  fixed_modality=args.fixed_modality, moving_modality=args.moving_modality,
-                 solver=args.solver, tol=args.tol, smooth=args.smooth, warp_space=args.warp_space)
+                 solver=args.solver, tol=args.tol, smooth=args.smooth, warp_space=args.warp_space,
+                 **masks)
     save_field(args.out, u, affine)
     with torch.no_grad():
         if args.warped:
@@ -170,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_pretrain)
 
     t = sub.add_parser("train", parents=[common], help="SUITS end-to-end training (Algorithm 1)")
-    t.add_argument("--pairs", required=True, help="TSV: " + ", ".join(PAIR_COLUMNS))
+    t.add_argument("--pairs", required=True, help="TSV: " + ", ".join(PAIR_COLUMNS)
+                   + " (optional: " + ", ".join(MASK_COLUMNS) + ")")
     t.add_argument("--model", required=True, help="pretrained model file")
     t.add_argument("--out", required=True, help="trained model file to write")
     t.add_argument("--steps", type=int, default=250)
@@ -220,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warp the moving image's representation on the feature grid (features, "
                         "Sec. 3.2) or warp the image and represent it every iteration (image, "
                         "Fig. 1)")
+    r.add_argument("--fixed-mask", default=None,
+                   help="fixed field-of-view mask (1 = scan, 0 = padding): padding gets no weight")
+    r.add_argument("--moving-mask", default=None,
+                   help="moving field-of-view mask (1 = scan, 0 = padding): padding gets no weight")
     r.set_defaults(func=cmd_register)
     return p
 

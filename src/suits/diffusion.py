@@ -7,7 +7,10 @@ the border, voxel units, components along D, H, W) and ``u^{k-1}`` on the same g
 
     (M + λ L ⊗ I_3) z = -Σ_c (R_mov,c - R_fix,c) g_c - λ L u^{k-1},   M_v = Σ_c g_c(v) g_c(v)^T,
 
-``L`` the 6-neighbour graph Laplacian (Neumann). The solve is :func:`suits.solver.lse_solve`
+``L`` the 6-neighbour graph Laplacian (Neumann). An optional per-voxel ``weight`` ``w(v) >= 0``
+multiplies the data term, ``M_v`` and ``Σ_c (R_mov,c - R_fix,c) g_c`` at ``v``, so voxels of
+weight 0 (padding outside a scan's field of view) contribute nothing and the diffusion term
+fills the field in there. The solve is :func:`suits.solver.lse_solve`
 (Algorithm 2), so the step is differentiable w.r.t. both representations: through ``b`` always
 and through ``M`` with ``grad_A=True``.
 """
@@ -51,7 +54,7 @@ def laplacian(u: torch.Tensor) -> torch.Tensor:
 
 
 def brox_system(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tensor,
-                lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+                lam: float, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The data blocks ``M`` ``(B, 3, 3, d, h, w)`` and right-hand side ``b`` ``(B, 3, d, h, w)``
     of Eq. (6); the full operator is ``A = M + lam·(L ⊗ I_3)`` (``suits.solver.BroxOperator``).
 
@@ -60,6 +63,8 @@ def brox_system(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tensor,
             a batch of 1 broadcasts.
         u: ``(B, 3, d, h, w)`` previous displacement ``u^{k-1}`` on that grid (voxels).
         lam: diffusion weight λ.
+        weight: ``(B, 1, d, h, w)`` (a batch of 1 broadcasts) non-negative weight of the data
+            term per voxel; ``None``: 1 everywhere (the unweighted system).
     """
     if r_fix.dim() != 5 or r_mov.dim() != 5 or r_fix.shape[1:] != r_mov.shape[1:]:
         raise ValueError(f"representations must be (B, C, d, h, w) of equal C and grid, "
@@ -67,17 +72,26 @@ def brox_system(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tensor,
     if u.dim() != 5 or u.shape[1] != 3 or u.shape[-3:] != r_fix.shape[-3:]:
         raise ValueError(f"u must be (B, 3, d, h, w) on the representation grid "
                          f"{tuple(r_fix.shape[-3:])}, got {tuple(u.shape)}")
+    if weight is not None and (weight.dim() != 5 or weight.shape[1] != 1
+                               or weight.shape[-3:] != r_fix.shape[-3:]):
+        raise ValueError(f"weight must be (B, 1, d, h, w) on the representation grid "
+                         f"{tuple(r_fix.shape[-3:])}, got {tuple(weight.shape)}")
     g = spatial_gradient(r_mov)                                          # (B, C, 3, d, h, w)
     M = (g.unsqueeze(3) * g.unsqueeze(2)).sum(1)                         # (B, 3, 3, d, h, w)
     diff = (r_mov - r_fix).unsqueeze(2)                                  # (B, C, 1, d, h, w)
-    b = -(diff * g).sum(1) - lam * laplacian(u)
+    data = (diff * g).sum(1)                                             # (B, 3, d, h, w)
+    if weight is not None:
+        M = M * weight.unsqueeze(1)
+        data = data * weight
+    b = -data - lam * laplacian(u)
     batch = max(M.shape[0], b.shape[0])
     return M.expand(batch, *M.shape[1:]).contiguous(), b.expand(batch, *b.shape[1:]).contiguous()
 
 
 def gauss_newton_step(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tensor, lam: float,
                       solver: object | None = None, tol: float = 1e-6, grad_A: bool = False,
-                      maxiter: int | None = None, eps: float = 1e-6) -> torch.Tensor:
+                      maxiter: int | None = None, eps: float = 1e-6,
+                      weight: torch.Tensor | None = None) -> torch.Tensor:
     """``Δu`` ``(B, 3, d, h, w)`` of one Gauss-Newton step on the grid of ``r_fix`` (Eq. 6).
 
     Args:
@@ -91,9 +105,10 @@ def gauss_newton_step(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tensor,
         maxiter: solver iteration cap (backend default).
         eps: diagonal shift ``eps·lam·I`` added to ``A`` so it is positive definite even where the
             representation has no gradient anywhere (``A`` is only semi-definite then); 0 disables.
+        weight: per-voxel weight of the data term (:func:`brox_system`); ``None``: none.
 
     Differentiable w.r.t. ``r_fix``, ``r_mov`` (and ``u``, through ``b``).
     """
-    M, b = brox_system(r_fix, r_mov, u, lam)
+    M, b = brox_system(r_fix, r_mov, u, lam, weight=weight)
     return lse_solve(M, b, float(lam), solver=solver, tol=tol, grad_A=grad_A, maxiter=maxiter,
                      shift=float(eps) * float(lam))

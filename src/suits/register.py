@@ -26,6 +26,14 @@ one feature-grid map, :func:`suits.warp.upsample_field_strided`) and upsamples t
 updates once at the end, which equals the sum of the upsampled updates because step 5 is
 linear.
 
+Field-of-view masks. With ``fixed_mask``/``moving_mask`` (1 = voxel from the scan, 0 =
+padding; :func:`register`) that have padding, every Gauss-Newton step weights its data term
+per feature voxel (:func:`suits.diffusion.brox_system`) by the fixed mask times the moving mask
+warped by the current displacement, both pooled to the feature grid
+(:func:`pool_mask`; the moving one warped there like the representation), so padding that
+the representation could take for anatomy pulls nothing; the diffusion term carries the field
+across it. Masks of all ones are dropped: the result is then exactly the unmasked one.
+
 A representation is anything ``rep(x, modality) -> (B, C, ceil(D/f), ceil(H/f), ceil(W/f))``
 with an integer attribute ``factor`` (default 1): a :class:`suits.featcnn.FeatCNN`, the string
 ``"mind"`` (:class:`MindRepresentation`, MIND-SSC on the image sampled at every ``f``-th voxel,
@@ -36,6 +44,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from suits.featcnn import feature_shape
 from suits.warp import box_filter, downsample_field, upsample_field, upsample_field_strided, warp
@@ -52,6 +61,9 @@ __all__ = [
     "representation_ssd",
     "WARP_SPACES",
     "check_warp_space",
+    "pool_mask",
+    "padding_masks",
+    "mask_weight",
 ]
 
 #: where the moving image is warped in every iteration (see :func:`register`)
@@ -110,6 +122,56 @@ def _factor(rep: object) -> int:
     return f
 
 
+def pool_mask(mask: torch.Tensor, factor: int) -> torch.Tensor:
+    """An image-grid mask ``(B, 1, D, H, W)`` on the feature grid ``(B, 1, ceil(D/f), ...)``:
+    the mean over the ``(2⌊f/2⌋+1)^3`` image voxels centred on feature voxel ``i`` (image voxel
+    ``i*f``), the image's border excluded; ``factor`` 1 returns the mask as float."""
+    f = int(factor)
+    mask = mask.float() if not mask.is_floating_point() else mask
+    if f == 1:
+        return mask
+    r = f // 2
+    total = F.avg_pool3d(F.pad(mask, [r] * 6), 2 * r + 1, stride=f)
+    inside = F.avg_pool3d(F.pad(torch.ones_like(mask[:1]), [r] * 6), 2 * r + 1, stride=f)
+    return total / inside
+
+
+def padding_masks(fixed_mask: torch.Tensor | None, moving_mask: torch.Tensor | None,
+                  shape: Sequence[int], factor: int, device: torch.device | None = None,
+                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The fixed and moving field-of-view masks pooled to the feature grid (:func:`pool_mask`),
+    or ``None`` when neither has padding (both ``None`` or all ones), so the registration runs
+    unweighted. A missing mask counts as all ones. ``ValueError`` for a mask off the image grid
+    ``shape`` or one without any voxel inside."""
+    shape = tuple(int(n) for n in shape)
+    masks = []
+    for what, m in (("fixed", fixed_mask), ("moving", moving_mask)):
+        if m is None:
+            masks.append(None)
+            continue
+        if m.dim() != 5 or m.shape[1] != 1 or tuple(m.shape[-3:]) != shape:
+            raise ValueError(f"{what} mask must be (B, 1, D, H, W) on the image grid {shape}, "
+                             f"got {tuple(m.shape)}")
+        m = (m > 0.5).to(device=device, dtype=dtype)
+        if not bool(m.flatten(1).any(1).all()):
+            raise ValueError(f"{what} mask has no voxel inside the field of view")
+        masks.append(None if bool(m.all()) else m)
+    if masks[0] is None and masks[1] is None:
+        return None
+    ones = torch.ones((1, 1, *shape), device=device, dtype=dtype)
+    return tuple(pool_mask(ones if m is None else m, factor) for m in masks)
+
+
+def mask_weight(masks: tuple[torch.Tensor, torch.Tensor] | None,
+                u_feat: torch.Tensor) -> torch.Tensor | None:
+    """Data-term weight of one step: the pooled fixed mask times the pooled moving mask warped
+    by the feature-grid field ``u_feat``; ``None`` without masks."""
+    if masks is None:
+        return None
+    fixed, moving = masks
+    return fixed * warp(moving, u_feat)
+
+
 def to_feature_grid(u: torch.Tensor, factor: int) -> torch.Tensor:
     """Image-grid field to the feature grid (strided sampling, values / ``factor``)."""
     return u if int(factor) == 1 else downsample_field(u, factor)
@@ -143,7 +205,7 @@ def _check_feature_grids(r_fix: torch.Tensor, r_mov: torch.Tensor, shape: Sequen
 def displacement_update(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tensor, lam: float,
                         gamma: float = 1.0, factor: int = 1, smooth: int = 5,
                         solver: object | None = None, tol: float = 1e-6,
-                        grad_A: bool = False) -> torch.Tensor:
+                        grad_A: bool = False, weight: torch.Tensor | None = None) -> torch.Tensor:
     """``u^k = u^{k-1} + gamma * up(Δu)`` with ``Δu`` the Gauss-Newton step on the feature grid.
 
     Args:
@@ -154,6 +216,8 @@ def displacement_update(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tenso
         factor: feature grid factor ``f`` (``d = ceil(D/f)``).
         smooth: box filter size after the trilinear upsampling.
         solver, tol, grad_A: passed to :func:`suits.diffusion.gauss_newton_step`.
+        weight: ``(B, 1, d, h, w)`` data-term weight on the feature grid (:func:`mask_weight`);
+            ``None``: unweighted.
 
     Differentiable w.r.t. the representations (and ``u``) if the solver is.
     """
@@ -164,6 +228,8 @@ def displacement_update(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tenso
     kwargs = {"solver": solver, "tol": tol}
     if grad_A:
         kwargs["grad_A"] = True
+    if weight is not None:
+        kwargs["weight"] = weight
     du = gauss_newton_step(r_fix, r_mov, u_feat, lam, **kwargs)
     return u + gamma * to_image_grid(du, u.shape[-3:], factor, smooth)
 
@@ -171,7 +237,8 @@ def displacement_update(r_fix: torch.Tensor, r_mov: torch.Tensor, u: torch.Tenso
 def iterate(r_fix: torch.Tensor, represent: Callable[[torch.Tensor], torch.Tensor],
             moving: torch.Tensor, u: torch.Tensor, lam: float, gamma: float = 1.0,
             factor: int = 1, smooth: int = 5, solver: object | None = None, tol: float = 1e-6,
-            grad_A: bool = False, warp_space: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+            grad_A: bool = False, warp_space: str = "image",
+            masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One iteration of Eq. (2): warp ``moving`` by ``u``, represent it, update ``u``.
 
     Args:
@@ -182,25 +249,29 @@ def iterate(r_fix: torch.Tensor, represent: Callable[[torch.Tensor], torch.Tenso
             ``"features"``: the moving *representation* on the feature grid, warped there by
             ``u`` brought to it (:func:`to_feature_grid`); ``represent`` is not applied.
         u: ``u^{k-1}`` on the image grid.
+        masks: the pooled fixed and moving field-of-view masks (:func:`padding_masks`) that
+            weight the data term (:func:`mask_weight`); ``None``: unweighted.
         others: see :func:`displacement_update`.
 
     Returns:
         ``(u^k, R_mov^{k-1})``.
     """
+    u_feat = to_feature_grid(u, factor)
     if check_warp_space(warp_space) == "features":
-        u_feat = to_feature_grid(u, factor)
         _check_feature_grids(r_fix, moving, u.shape[-3:], factor)  # before warp's own, vaguer error
         r_mov = warp(moving, u_feat)
     else:
         r_mov = represent(warp(moving, u))
     return displacement_update(r_fix, r_mov, u, lam, gamma=gamma, factor=factor, smooth=smooth,
-                               solver=solver, tol=tol, grad_A=grad_A), r_mov
+                               solver=solver, tol=tol, grad_A=grad_A,
+                               weight=mask_weight(masks, u_feat)), r_mov
 
 
 def feature_grid_iterations(r_fix: torch.Tensor, r_mov: torch.Tensor, shape: Sequence[int],
                             iterations: int, lam: float, gamma: float = 1.0, factor: int = 1,
                             smooth: int = 5, solver: object | None = None, tol: float = 1e-6,
-                            callback: Callback | None = None) -> torch.Tensor:
+                            callback: Callback | None = None,
+                            masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``iterations`` updates of Eq. (2) with ``warp_space="features"`` from ``u^0 = 0``, without
     gradients; returns ``u^n`` ``(B, 3, *shape)`` on the image grid.
 
@@ -216,6 +287,7 @@ def feature_grid_iterations(r_fix: torch.Tensor, r_mov: torch.Tensor, shape: Seq
         shape: the image grid ``(D, H, W)`` (``d = ceil(D / factor)``).
         callback: ``callback(k, u^k, ssd)`` as in :func:`register` (``u^k`` is then formed on
             the image grid every iteration).
+        masks: pooled field-of-view masks weighting the data term (:func:`iterate`).
         others: see :func:`displacement_update`.
     """
     from suits.diffusion import gauss_newton_step
@@ -228,7 +300,9 @@ def feature_grid_iterations(r_fix: torch.Tensor, r_mov: torch.Tensor, shape: Seq
     with torch.no_grad():
         for k in range(1, int(iterations) + 1):
             r_warped = warp(r_mov, u_feat)
-            c = c + gamma * gauss_newton_step(r_fix, r_warped, u_feat, lam, solver=solver, tol=tol)
+            kwargs = {} if masks is None else {"weight": mask_weight(masks, u_feat)}
+            c = c + gamma * gauss_newton_step(r_fix, r_warped, u_feat, lam, solver=solver, tol=tol,
+                                              **kwargs)
             u_feat = upsample_field_strided(c, shape, factor, smooth)
             if callback is not None:
                 callback(k, to_image_grid(c, shape, factor, smooth), representation_ssd(r_fix, r_warped))
@@ -239,7 +313,9 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
              iterations: int = 15, lam: float = 10.0, gamma: float = 1.0,
              fixed_modality: str = "mr", moving_modality: str = "ct",
              solver: object | None = None, tol: float = 1e-6, smooth: int = 5,
-             callback: Callback | None = None, warp_space: str = "features") -> torch.Tensor:
+             callback: Callback | None = None, warp_space: str = "features",
+             fixed_mask: torch.Tensor | None = None,
+             moving_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Register ``moving`` to ``fixed``: ``u`` with ``warp(moving, u) ≈ fixed``.
 
     Args:
@@ -261,6 +337,10 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
             registration); ``"image"``: every iteration warps the moving grey-value image on
             the image grid and represents it anew (Fig. 1 of the paper; one model pass per
             iteration). See ``docs/method-choices.md``.
+        fixed_mask, moving_mask: ``(B, 1, D, H, W)`` field-of-view masks (1 = scan, 0 =
+            padding) on the image grid; with padding they weight the data term of every step
+            (:func:`padding_masks`, :func:`mask_weight`). ``None`` or all ones: unweighted,
+            the same ``u`` as without them.
 
     Returns:
         ``u`` ``(B, 3, D, H, W)`` float, voxels of the fixed grid, on ``fixed``'s device.
@@ -277,19 +357,21 @@ def register(fixed: torch.Tensor, moving: torch.Tensor, model: Representation | 
     dtype = fixed.dtype if fixed.is_floating_point() else torch.float32
     fixed = fixed.to(dtype)
     moving = moving.to(device=fixed.device, dtype=dtype)
+    masks = padding_masks(fixed_mask, moving_mask, fixed.shape[-3:], factor, fixed.device, dtype)
     with torch.no_grad():
         r_fix = rep(fixed, fixed_modality)
         if warp_space == "features":    # the moving representation, computed once, is warped
             r_mov = rep(moving, moving_modality).to(dtype)
             return feature_grid_iterations(r_fix.to(dtype), r_mov, fixed.shape[-3:], iterations,
                                            lam, gamma=gamma, factor=factor, smooth=smooth,
-                                           solver=solver, tol=tol, callback=callback)
+                                           solver=solver, tol=tol, callback=callback,
+                                           masks=masks)
         batch = max(fixed.shape[0], moving.shape[0])
         u = torch.zeros((batch, 3, *fixed.shape[-3:]), device=fixed.device, dtype=dtype)
         for k in range(1, int(iterations) + 1):
             u, r_mov = iterate(r_fix, lambda x: rep(x, moving_modality), moving, u, lam,
                                gamma=gamma, factor=factor, smooth=smooth, solver=solver, tol=tol,
-                               warp_space=warp_space)
+                               warp_space=warp_space, masks=masks)
             if callback is not None:
                 callback(k, u, representation_ssd(r_fix, r_mov))
     return u

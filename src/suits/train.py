@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from suits import checkpoint as ckpt
-from suits.register import check_warp_space, feature_grid_iterations, iterate
+from suits.register import check_warp_space, feature_grid_iterations, iterate, padding_masks
 from suits.warp import box_filter, box_filter_strided, one_hot, warped_label_probability
 
 __all__ = ["train_suits", "draw_step", "label_representation", "label_iterations",
@@ -84,12 +84,14 @@ def label_representation(onehot: torch.Tensor, factor: int, label_smooth: int | 
 def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n: int, lam: float,
                      factor: int, gamma: float = 1.0, smooth: int = 5, solver: object | None = None,
                      tol: float = 1e-6, label_smooth: int | None = None,
-                     warp_space: str = "image") -> torch.Tensor:
+                     warp_space: str = "image",
+                     masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``n`` iterations of Eq. (2) with the label maps as representations, without gradients;
     returns ``u^n`` on the image grid (zeros for ``n <= 0``). ``warp_space="image"`` warps the
     moving one-hot map on the image grid before pooling it to the feature grid;
     ``"features"`` pools it once and warps the pooled map on the feature grid, keeping the field
-    there between iterations (:func:`suits.register.feature_grid_iterations`)."""
+    there between iterations (:func:`suits.register.feature_grid_iterations`). ``masks``: the
+    pooled field-of-view masks weighting the data term (:func:`suits.register.padding_masks`)."""
     B = max(fixed_onehot.shape[0], moving_onehot.shape[0])
     u = torch.zeros((B, 3, *fixed_onehot.shape[-3:]), device=fixed_onehot.device, dtype=fixed_onehot.dtype)
     if n <= 0:
@@ -100,10 +102,11 @@ def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n:
         if check_warp_space(warp_space) == "features":
             return feature_grid_iterations(r_fix, represent(moving_onehot), u.shape[-3:], int(n),
                                            lam, gamma=gamma, factor=factor, smooth=smooth,
-                                           solver=solver, tol=tol)
+                                           solver=solver, tol=tol, masks=masks)
         for _ in range(int(n)):
             u, _ = iterate(r_fix, represent, moving_onehot, u, lam, gamma=gamma, factor=factor,
-                           smooth=smooth, solver=solver, tol=tol, warp_space=warp_space)
+                           smooth=smooth, solver=solver, tol=tol, warp_space=warp_space,
+                           masks=masks)
     return u
 
 
@@ -111,17 +114,19 @@ def tracked_iteration(model: Callable[[torch.Tensor, str], torch.Tensor], fixed:
                       moving: torch.Tensor, u: torch.Tensor, lam: float,
                       fixed_modality: str = "mr", moving_modality: str = "ct", gamma: float = 1.0,
                       smooth: int = 5, solver: object | None = None, tol: float = 1e-6,
-                      grad_A: bool = False, warp_space: str = "image") -> torch.Tensor:
+                      grad_A: bool = False, warp_space: str = "image",
+                      masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The iteration at ``k_back`` with autograd: FeatCNN features of the fixed image and of
     the moving grey-value image warped by ``u`` (``u^{k_back-1}``, treated as a constant;
     ``warp_space="features"``: the features of the moving image, warped on the feature grid);
-    returns ``u^{k_back}`` (differentiable w.r.t. the model weights)."""
+    returns ``u^{k_back}`` (differentiable w.r.t. the model weights). ``masks``: pooled
+    field-of-view masks weighting the data term (:func:`suits.register.padding_masks`)."""
     u = u.detach()
     r_fix = model(fixed, fixed_modality)
     source = model(moving, moving_modality) if check_warp_space(warp_space) == "features" else moving
     u_new, _ = iterate(r_fix, lambda x: model(x, moving_modality), source, u, lam, gamma=gamma,
                        factor=int(getattr(model, "factor", 1)), smooth=smooth, solver=solver,
-                       tol=tol, grad_A=grad_A, warp_space=warp_space)
+                       tol=tol, grad_A=grad_A, warp_space=warp_space, masks=masks)
     return u_new
 
 
@@ -174,7 +179,9 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
             ``model(x, modality)``); trained in place.
         pairs: dicts with ``fixed``, ``moving`` ``(1, 1, D, H, W)`` float images and
             ``fixed_labels``, ``moving_labels`` ``(1, 1, D, H, W)`` integer index maps on the
-            same grid.
+            same grid; optionally ``fixed_fov``, ``moving_fov`` field-of-view masks (1 = scan,
+            0 = padding) that weight the data term of every iteration, as at test time
+            (:func:`suits.register.register`).
         steps: total number of Adam steps (paper: 250; a resumed run counts those done).
         batch: pairs per step (paper: 3), accumulated one pair at a time.
         lr: Adam learning rate (paper: 1e-5).
@@ -277,6 +284,8 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
         p = pairs[i]
         out = {k: p[k].to(device=device, dtype=torch.float32) for k in ("fixed", "moving")}
         out.update({k: p[k].to(device=device).long() for k in ("fixed_labels", "moving_labels")})
+        out["masks"] = padding_masks(p.get("fixed_fov"), p.get("moving_fov"),
+                                     out["fixed"].shape[-3:], factor, device)
         return out
 
     bar = tqdm(range(start, int(steps)), initial=start, total=int(steps), desc="SUITS training",
@@ -290,11 +299,11 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
             u = label_iterations(one_hot(p["fixed_labels"], K), one_hot(p["moving_labels"], K),
                                  k_back - 1, lam, factor, gamma=gamma, smooth=smooth,
                                  solver=solver, tol=tol, label_smooth=label_smooth,
-                                 warp_space=label_warp_space)
+                                 warp_space=label_warp_space, masks=p["masks"])
             u = tracked_iteration(model, p["fixed"], p["moving"], u, lam,
                                   fixed_modality=fixed_modality, moving_modality=moving_modality,
                                   gamma=gamma, smooth=smooth, solver=solver, tol=tol, grad_A=grad_A,
-                                  warp_space=warp_space)
+                                  warp_space=warp_space, masks=p["masks"])
             loss = guidance_loss(p["moving_labels"], p["fixed_labels"], u, K, eps=eps) / len(idx)
             loss.backward()
             total += float(loss.detach())

@@ -57,7 +57,8 @@ class Validator:
     """Scores a model on validation pairs with the test-time registration settings.
 
     ``pairs``: dicts with ``fixed``, ``moving`` ``(1, 1, D, H, W)`` images and
-    ``fixed_labels``, ``moving_labels`` index maps on the same grid. ``register_kwargs`` go to
+    ``fixed_labels``, ``moving_labels`` index maps on the same grid (and optionally
+    ``fixed_fov``, ``moving_fov`` field-of-view masks). ``register_kwargs`` go to
     :func:`suits.register.register` (``iterations``, ``lam``, ``warp_space``, ``solver``,
     modalities, ...). ``device``: where the pairs are registered (default: the model's).
     """
@@ -81,6 +82,7 @@ class Validator:
             def field_of(p: Pair) -> torch.Tensor:
                 q = self._pair(p, device)
                 return register(q["fixed"].float(), q["moving"].float(), model,
+                                fixed_mask=q.get("fixed_fov"), moving_mask=q.get("moving_fov"),
                                 **self.register_kwargs)
             return pair_scores([self._pair(p, device) for p in self.pairs], field_of)
         finally:

@@ -244,15 +244,15 @@ def train_ids(fdir, modality=None):
 
 
 def train_pair_images(fdir):
-    """Every aligned image and label used by the training pairs of a fold."""
+    """Every aligned image, label and field-of-view mask used by the training pairs of a fold."""
     ids = sorted({i for p in split_of(fdir).train_pairs for i in split_pair_id(p)})
-    return aligned_of_ids(ids) + aligned_of_ids(ids, "label")
+    return [aligned(i, k) for k in ("image", "label", "fov") for i in ids]
 
 
 def val_pair_images(fdir):
-    """Every aligned image and label used by the validation pairs of a fold."""
+    """Every aligned image, label and field-of-view mask used by the validation pairs of a fold."""
     ids = sorted({i for p in split_of(fdir).val_pairs for i in split_pair_id(p)})
-    return aligned_of_ids(ids) + aligned_of_ids(ids, "label")
+    return [aligned(i, k) for k in ("image", "label", "fov") for i in ids]
 
 
 # test-time registration settings of the validation Dice (suits.validation.Validator)
@@ -279,10 +279,16 @@ def affine_qc_file():
 
 
 def pair_images(wildcards):
-    """Fixed and moving image of a test pair; with affine.qc.on_failure: stop also the
-    affine QC, so that no test pair is registered before it passes."""
+    """Fixed and moving image of a test pair and their field-of-view masks (fixed_fov,
+    moving_fov); with affine.qc.on_failure: stop also the affine QC, so that no test pair is
+    registered before it passes."""
     moving_id, fixed_id = split_pair_id(wildcards.pair)
-    files = {"fixed": aligned(fixed_id), "moving": aligned(moving_id)}
+    files = {
+        "fixed": aligned(fixed_id),
+        "moving": aligned(moving_id),
+        "fixed_fov": aligned(fixed_id, "fov"),
+        "moving_fov": aligned(moving_id, "fov"),
+    }
     if config["affine"]["qc"]["on_failure"] == "stop":
         files["affine_qc"] = affine_qc_file()
     return files

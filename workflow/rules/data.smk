@@ -65,7 +65,7 @@ rule validate:
         config={k: config[k] for k in ("seed", "data", "split")},
         expected={d: vars(s) for d, s in SPLITS.items()},
         fold_dirs=FOLD_DIRS,
-        aligned={i: {"image": aligned(i), "label": aligned(i, "label")} for i in IDS},
+        aligned={i: {k: aligned(i, k) for k in ("image", "label", "fov")} for i in IDS},
     script:
         "../scripts/validate.py"
 

@@ -12,5 +12,7 @@ params = parameter_map(dict(p.overrides))
 print(format_map(params))
 # elastix's threads; torch's are left as they are
 n_threads = threads(snakemake, "register", torch_threads=False)  # noqa: F821
-seconds = register_files(i.fixed, i.moving, o.field, params=params, threads=n_threads)
+# the fov masks reach elastix only when they have padding (all ones: no mask)
+seconds = register_files(i.fixed, i.moving, o.field, params=params, threads=n_threads,
+                         fixed_mask_path=i.fixed_fov, moving_mask_path=i.moving_fov)
 print(f"registered in {seconds:.2f} s")

@@ -18,6 +18,9 @@ setup_logging()
 device = torch.device(job.device(p.device))
 fixed, affine = load_volume(i.fixed, device=device)
 moving, _ = load_volume(i.moving, device=device)
+# the fov masks (--fixed-mask, --moving-mask) weight the data term only when they have padding
+fixed_fov, _ = load_volume(i.fixed_fov, device=device)
+moving_fov, _ = load_volume(i.moving_fov, device=device)
 model = load_representation(
     getattr(i, "model", "mind"),
     (p.fixed_modality, p.moving_modality),
@@ -38,5 +41,7 @@ u = register(
     solver=str(p.solver),
     tol=float(p.tol),
     warp_space=str(p.warp_space),
+    fixed_mask=fixed_fov,
+    moving_mask=moving_fov,
 )
 save_field(o.field, u, affine)

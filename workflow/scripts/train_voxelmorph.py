@@ -30,9 +30,12 @@ ckpt = job.checkpoint_path(
     [i.pairs, *i.images, i.val_pairs, *i.val_images],
 )
 print(f"checkpoint: {ckpt} ({'resuming' if ckpt.exists() else 'new'})", flush=True)
-pairs = [
-    (load_volume(row["fixed_image"])[0], load_volume(row["moving_image"])[0])
-    for row in read_pairs(i.pairs)
+rows = read_pairs(i.pairs)
+pairs = [(load_volume(r["fixed_image"])[0], load_volume(r["moving_image"])[0]) for r in rows]
+# field-of-view masks, when the pairs file has them, weight the MIND term
+masks = [
+    tuple(load_volume(r[c])[0] if c in r else None for c in ("fixed_fov", "moving_fov"))
+    for r in rows
 ]
 val_rows = read_pairs(i.val_pairs, allow_empty=True)
 val_pairs = load_pairs(val_rows, i.val_pairs) if val_rows else None
@@ -51,6 +54,7 @@ model = vxm.train(
     val_pairs=val_pairs,
     validate_every=p.validate_every,
     curve=curve,
+    masks=masks,
 )
 vxm.save_model(o.model, model, iterations=p.iterations, seed=p.seed, losses=model.losses)
 write_curve(

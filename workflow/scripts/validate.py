@@ -46,10 +46,14 @@ for fdir, split in splits.items():
 
 
 def write_pairs(out, pairs):
-    """The pairs file read by the training jobs (suits.pairs): aligned paths relative to it."""
+    """The pairs file read by the training jobs (suits.pairs): aligned images, labels and
+    field-of-view masks, paths relative to it."""
     buf = io.StringIO()
     w = csv.writer(buf, delimiter="\t", lineterminator="\n")
-    w.writerow(["fixed_image", "moving_image", "fixed_labels", "moving_labels"])
+    w.writerow(
+        ["fixed_image", "moving_image", "fixed_labels", "moving_labels"]
+        + ["fixed_fov", "moving_fov"]
+    )
     for pair in pairs:
         moving_id, fixed_id = split_pair_id(pair)
         row = [
@@ -57,6 +61,8 @@ def write_pairs(out, pairs):
             p.aligned[moving_id]["image"],
             p.aligned[fixed_id]["label"],
             p.aligned[moving_id]["label"],
+            p.aligned[fixed_id]["fov"],
+            p.aligned[moving_id]["fov"],
         ]
         w.writerow([os.path.relpath(f, os.path.dirname(out)) for f in row])
     write_text(out, buf.getvalue())
