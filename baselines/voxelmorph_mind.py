@@ -348,7 +348,8 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
     def sample(idx: int) -> tuple:
         if idx not in cache:
             f, m = (t.to(device=device, dtype=torch.float32) for t in pairs[idx])
-            fm, mm = (None if t is None else padding_mask(t.to(device)) for t in masks[idx])
+            # as given: loss_weight makes them 0/1 (or drops them) once per step
+            fm, mm = (None if t is None else t.to(device) for t in masks[idx])
             with torch.no_grad():
                 cache[idx] = (f, m, mind_ssc(f, radius=mind_radius, dilation=mind_dilation),
                               fm, mm)

@@ -256,8 +256,9 @@ def iterate(r_fix: torch.Tensor, represent: Callable[[torch.Tensor], torch.Tenso
     Returns:
         ``(u^k, R_mov^{k-1})``.
     """
-    u_feat = to_feature_grid(u, factor)
-    if check_warp_space(warp_space) == "features":
+    features = check_warp_space(warp_space) == "features"
+    u_feat = to_feature_grid(u, factor) if features or masks is not None else None
+    if features:
         _check_feature_grids(r_fix, moving, u.shape[-3:], factor)  # before warp's own, vaguer error
         r_mov = warp(moving, u_feat)
     else:
