@@ -8,7 +8,9 @@ field-of-view masks), registered pairwise in both directions
 (``suitsbench.groupwise.pairwise_row``, ``affine.levels`` [4, 2], ``affine.init`` search,
 ``affine.init_starts`` 3 unless ``--starts``),
 put into the groupwise mean space (``groupwise_mean`` with the config's defaults) and
-resampled: the library calls of the workflow's ``preprocess``, ``affine_pairwise``,
+resampled (``--directions one``: from the transforms of the pairs ``affine.directions: one``
+registers, taken from the same registrations): the library calls of the workflow's
+``preprocess``, ``affine_pairwise``,
 ``affine_mean`` and ``affine_resample`` rules, without the other jobs of a workflow run.
 
 Printed: the initial (affine-only) mean organ Dice per variant over all CT (moving) x MR
@@ -27,7 +29,7 @@ with -1024 / -3024 outside a cylindrical scan field of view).
 Usage::
 
     nice -n 19 .venv/bin/python benchmarks/bench_fov.py [--n 4] [--variants slab full ...]
-        [--margin 0.1] [--starts 3] [--template-fov 0 0.75]
+        [--margin 0.1] [--starts 3] [--template-fov 0 0.75] [--directions both one] [--seed 0]
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ from suitsbench.groupwise import (groupwise_mean, mean_space_grid, pairwise_row,
                                   resample_to_space, rows_to_pairs)
 from suitsbench.manifest import read_manifest  # noqa: E402
 from suitsbench.metrics import dice  # noqa: E402
+from suitsbench.pairwise_plan import DIRECTIONS, partners  # noqa: E402
 from suitsbench.preprocess import preprocess_arrays  # noqa: E402
 from suitsbench.validate import read_nifti  # noqa: E402
 
@@ -103,6 +106,12 @@ def pairwise_rows(cases: dict, settings: AffineSettings) -> dict:
             for i in cases}
 
 
+def rows_for(rows: dict, directions: str) -> dict:
+    """The part of ``rows`` (both directions) that ``affine.directions`` registers."""
+    ids = list(rows)
+    return {i: {j: rows[i][j] for j in partners(ids, i, directions)} for i in ids}
+
+
 def fov_masks(cases: dict) -> dict[str, np.ndarray]:
     """The field-of-view masks that mark padding (``load_fov_masks``)."""
     return {k: c[3] > 0 for k, c in cases.items() if not (c[3] > 0).all()}
@@ -150,30 +159,39 @@ def main() -> None:
                     help="AffineSettings.init_starts (default: the config's affine.init_starts)")
     ap.add_argument("--template-fov", type=float, nargs="+", default=[0.0, 0.75],
                     help="groupwise_mean template_fov values to compare (0: every image)")
+    ap.add_argument("--directions", nargs="+", choices=DIRECTIONS, default=["both"],
+                    help="affine.directions to compare (one: the mean from the transforms of "
+                    "the pairs that it registers, out of the same registrations)")
+    ap.add_argument("--seed", type=int, default=DEFAULT["seed"],
+                    help="phantom seed (0: the embedded default's patients)")
     args = ap.parse_args()
+    DEFAULT["seed"] = args.seed
+    columns = [(d, t) for d in args.directions for t in args.template_fov]
     st = {k: v for k, v in (("init_margin", args.margin), ("init_starts", args.starts))
           if v is not None}
     settings = AffineSettings(levels=(4, 2), **st)
     print(f"pairwise: {st or 'defaults'}; initial Dice, mean +- sd over {args.n} x {args.n} "
           "CT-MR pairs, per groupwise_mean template_fov")
-    print("| variant | " + " | ".join(f"template_fov {t:g}" for t in args.template_fov)
-          + " | time (s) |\n|---|" + "---|" * (len(args.template_fov) + 1), flush=True)
+    print("| variant | " + " | ".join(f"template_fov {t:g}" + (f", {d}" if len(args.directions) > 1
+                                                                   else "")
+                                     for d, t in columns)
+          + " | time (s) |\n|---|" + "---|" * (len(columns) + 1), flush=True)
     for name in args.variants:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             cases = prepare(Path(tmp), args.n, VARIANTS[name])
         rows = pairwise_rows(cases, settings)
         cells = []
-        for t in args.template_fov:
-            d = ct_mr_dice(aligned(cases, rows, t))
+        for di, t in columns:
+            d = ct_mr_dice(aligned(cases, rows_for(rows, di), t))
             cells.append(f"{d.mean():.3f} +- {d.std():.3f}")
         print(f"| {name} | " + " | ".join(cells) + f" | {time.perf_counter() - t0:.0f} |",
               flush=True)
         if name == "full" and "slab" in args.variants:
-            regions = slab_regions(cases, args.n)
+            regions = slab_regions(cases, args.n, args.seed)
             cells = []
-            for t in args.template_fov:
-                d = ct_mr_dice(aligned(cases, rows, t, regions))
+            for di, t in columns:
+                d = ct_mr_dice(aligned(cases, rows_for(rows, di), t, regions))
                 cells.append(f"{d.mean():.3f} +- {d.std():.3f}")
             print("| full, slab region | " + " | ".join(cells) + " | |", flush=True)
 

@@ -13,8 +13,8 @@ from suitsbench.blockmatch import block_match, trimmed_affine_fit
 from suitsbench.errors import InputError
 from suitsbench.groupwise import (groupwise_mean, inverse_consistency_mm, load_row,
                                   load_transform, log_euclidean_mean, mean_space_grid,
-                                  pairwise_all, real_logm, resample_to_space, save_row,
-                                  save_transform, symmetrise)
+                                  pairwise_all, pairwise_row, real_logm, resample_to_space,
+                                  save_row, save_transform, symmetrise)
 
 SPACING = 2.0
 
@@ -214,6 +214,31 @@ def test_groupwise_mean_of_translations_is_exact():
         assert np.allclose(M_half[i], M[i], atol=1e-9)
     with pytest.raises(KeyError):
         groupwise_mean({("a", "b"): T[("a", "b")]}, ids)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 7, 16])
+def test_one_direction_registers_every_pair_once_in_balanced_rows(n):
+    from suitsbench.pairwise_plan import partners
+
+    ids = [f"s{k:02d}" for k in range(n)]
+    both = [(i, j) for i in ids for j in partners(ids, i, "both")]
+    one = [(i, j) for i in ids for j in partners(ids, i, "one")]
+    assert sorted(both) == sorted((i, j) for i in ids for j in ids if i != j)
+    assert len(one) == len({frozenset(p) for p in one}) == n * (n - 1) // 2
+    sizes = [len(partners(ids, i, "one")) for i in ids]
+    assert max(sizes) - min(sizes) <= 1
+    with pytest.raises(ValueError, match="directions"):
+        partners(ids, ids[0], "half")
+
+
+def test_pairwise_row_registers_only_the_partners(patient):
+    """moving_ids limits a row to its partners; an unknown id is an error."""
+    _, ct, _, A = patient
+    images = {"a": (ct, A), "b": (ct, A), "c": (ct, A)}
+    row = pairwise_row("a", images, moving_ids=["c"], settings=AffineSettings(levels=(4,)))
+    assert list(row) == ["c"] and np.allclose(row["c"], np.eye(4), atol=0.05)
+    with pytest.raises(KeyError, match="moving ids"):
+        pairwise_row("a", images, moving_ids=["d"])
 
 
 def test_symmetrised_mean_averages_inconsistent_pairs():

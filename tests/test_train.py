@@ -267,6 +267,38 @@ def test_validation_curve_and_best_selection(tmp_path):
         assert torch.equal(v, model.state_dict()[k]), k
 
 
+def test_known_initial_score_replaces_the_first_validation(tmp_path):
+    """initial_score stands for the validation before the first step: validate() runs only
+    at the later steps, the curve starts with the given score, and select='best' keeps the
+    weights as passed in when no later score beats it."""
+    from suits.validation import final_score, write_curve
+
+    calls = []
+
+    def validate(model):
+        calls.append(1)
+        return 0.4
+
+    start = _model()
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    curve = []
+    model, _ = train_suits(start, _pairs(), validate=validate, validate_every=2, select="best",
+                           curve=curve, initial_score=0.45, **_kw())
+    assert [s for s, _ in curve] == [0, 2, 4, 6] and len(calls) == 3
+    assert curve[0] == (0, 0.45)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # the score comes from a pre-training curve's last row; an unvalidated last step gives None
+    path = tmp_path / "curve.tsv"
+    write_curve(path, [0.3, 0.2, 0.1], [(0, 0.41), (3, 0.45)], 0.3)
+    assert final_score(path) == pytest.approx(0.45)
+    write_curve(path, [0.3, 0.2, 0.1], [(0, 0.41)], 0.3)
+    assert final_score(path) is None
+    path.write_text("step\tloss\n0\t\n")
+    with pytest.raises(ValueError, match="val_dice"):
+        final_score(path)
+
+
 def test_select_best_needs_validation():
     with pytest.raises(ValueError, match="validate"):
         train_suits(_model(), _pairs(), select="best", **_kw())

@@ -171,7 +171,8 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
                 eps: float = EPS, warp_space: str = "image",
                 label_warp_space: str = "features", validate: ValidateFn | None = None,
                 validate_every: int = 0, select: str = "last",
-                curve: list[tuple[int, float]] | None = None) -> tuple[nn.Module, list[float]]:
+                curve: list[tuple[int, float]] | None = None,
+                initial_score: float | None = None) -> tuple[nn.Module, list[float]]:
     """Algorithm 1: adapt a (MIND-pretrained) FeatCNN end to end through the registration.
 
     Args:
@@ -215,6 +216,9 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
             validation score (ties: the earliest; needs ``validate``).
         curve: if given, filled with ``(step, score)`` of every validation (also those before
             a resume, kept in the checkpoint).
+        initial_score: the validation score of ``model`` as passed in, when it is known (the
+            last validation of its pre-training with the same ``validate``): recorded for step
+            0 instead of validating again.
 
     Returns:
         ``(model, losses)``, the losses of every step so far (including before a resume).
@@ -266,10 +270,10 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
 
     start, _ = rolling.resume(device, check=check_spaces)
 
-    def run_validation(done: int) -> None:
+    def run_validation(done: int, known: float | None = None) -> None:
         if validate is None or (val_steps and val_steps[-1] == done):
             return
-        score = float(validate(model))
+        score = float(validate(model)) if known is None else float(known)
         val_steps.append(done)
         val_scores.append(score)
         logger.info("SUITS step %d validation score %.4f", done, score)
@@ -278,7 +282,7 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
                         "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}]
 
     if start == 0:
-        run_validation(0)
+        run_validation(0, initial_score)
 
     def prepare(i: int) -> dict[str, torch.Tensor]:
         p = pairs[i]

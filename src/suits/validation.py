@@ -20,7 +20,7 @@ import torch
 from suits.register import register
 from suits.warp import warp_labels
 
-__all__ = ["mean_dice", "pair_scores", "Validator", "ValidationLog", "write_curve"]
+__all__ = ["mean_dice", "pair_scores", "Validator", "ValidationLog", "final_score", "write_curve"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +185,19 @@ def validator_for(rows: Sequence[Mapping], source, register_kwargs: Mapping,
     return Validator(load_pairs(rows, source),
                      dict(register_kwargs, fixed_modality=str(fixed_modality),
                           moving_modality=str(moving_modality)), device=device)
+
+
+def final_score(path) -> float | None:
+    """The ``val_dice`` of the last step of a learning-curve TSV (:func:`write_curve`), or
+    ``None`` when that step was not validated."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows or "val_dice" not in rows[0]:
+        raise ValueError(f"{path}: not a learning-curve TSV (no val_dice column)")
+    last = max(rows, key=lambda r: int(r["step"]))
+    return float(last["val_dice"]) if last["val_dice"] else None
 
 
 def write_curve(path, losses: Sequence[float], curve: Sequence[tuple[int, float]],

@@ -49,9 +49,11 @@ from suits.atomic import atomic_path
 from suits.io import load_volume
 from suitsbench.affine import ArrayLike, register_affine, resample_affine
 from suitsbench.errors import InputError
+from suitsbench.pairwise_plan import partners
 
 __all__ = [
-    "real_logm", "log_euclidean_mean", "load_fov_masks", "pairwise_row", "pairwise_all", "rows_to_pairs",
+    "real_logm", "log_euclidean_mean", "load_fov_masks", "partners", "pairwise_row", "pairwise_all",
+    "rows_to_pairs",
     "symmetrise", "inverse_consistency_mm", "template_ids", "groupwise_mean", "mean_space_grid",
     "resample_to_space", "save_transform", "load_transform", "save_row", "load_row",
 ]
@@ -119,9 +121,11 @@ def load_fov_masks(paths: Mapping[str, PathLike]) -> dict[str, np.ndarray]:
 
 
 def pairwise_row(fixed_id: str, images: Mapping[str, Image],
-                 masks: Mapping[str, np.ndarray] | None = None, **register_kwargs
+                 masks: Mapping[str, np.ndarray] | None = None,
+                 moving_ids: Sequence[str] | None = None, **register_kwargs
                  ) -> dict[str, np.ndarray]:
-    """``{j: T_ij}`` for ``i = fixed_id`` and every other image ``j`` of ``images``.
+    """``{j: T_ij}`` for ``i = fixed_id`` and every other image ``j`` of ``images`` (or only
+    the ids ``moving_ids``, e.g. from :func:`partners`).
 
     ``images`` maps an id to ``(volume, affine)`` or to a NIfTI path (loaded with
     :func:`suits.io.load_volume`); ``masks`` optionally maps ids to field-of-view masks
@@ -130,11 +134,14 @@ def pairwise_row(fixed_id: str, images: Mapping[str, Image],
     """
     if fixed_id not in images:
         raise KeyError(f"fixed id {fixed_id!r} not among the images")
+    wanted = set(images if moving_ids is None else moving_ids)
+    if wanted - set(images):
+        raise KeyError(f"moving ids {sorted(wanted - set(images))} not among the images")
     masks = masks or {}
     fixed, fixed_affine = _load(images[fixed_id])
     row = {}
     for j, img in images.items():
-        if j == fixed_id:
+        if j == fixed_id or j not in wanted:
             continue
         moving, moving_affine = _load(img)
         row[j] = register_affine(fixed, moving, fixed_affine, moving_affine,
@@ -143,12 +150,14 @@ def pairwise_row(fixed_id: str, images: Mapping[str, Image],
     return row
 
 
-def pairwise_all(images: Mapping[str, Image], **register_kwargs
+def pairwise_all(images: Mapping[str, Image], directions: str = "both", **register_kwargs
                  ) -> dict[tuple[str, str], np.ndarray]:
-    """All ``N (N - 1)`` ordered pairwise transforms ``{(i, j): T_ij}`` (both directions, so
-    that :func:`groupwise_mean` can symmetrise). Paths are loaded once."""
+    """The pairwise transforms ``{(i, j): T_ij}`` of the rows of :func:`partners`: all
+    ``N (N - 1)`` ordered pairs (``"both"``, so that :func:`groupwise_mean` can symmetrise) or
+    each unordered pair once (``"one"``). Paths are loaded once."""
     loaded = {k: _load(v) for k, v in images.items()}
-    return rows_to_pairs({i: pairwise_row(i, loaded, **register_kwargs) for i in loaded})
+    return rows_to_pairs({i: pairwise_row(i, loaded, moving_ids=partners(list(loaded), i, directions),
+                                          **register_kwargs) for i in loaded})
 
 
 def rows_to_pairs(rows: Mapping[str, Mapping[str, np.ndarray]]

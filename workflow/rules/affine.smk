@@ -1,5 +1,6 @@
 # Affine groupwise pre-registration (paper Sec. 4): every image against every other one
-# (one job per image = one row of pairwise transforms), the unbiased mean space from all
+# (one job per image = one row of pairwise transforms; affine.directions: one registers each
+# pair once and inverts it for the other direction), the unbiased mean space from all
 # rows, every image, label map and field-of-view mask resampled into it, and a quality check
 # of the result (affine/qc.tsv). affine.enabled: false skips the stage; the methods then
 # read the preprocessed files (common.smk: aligned()).
@@ -23,6 +24,7 @@ rule affine_pairwise:
         **resources_for("register"),
     params:
         ids=IDS,
+        moving_ids=lambda wc: partners(IDS, wc.id, config["affine"]["directions"]),
         levels=config["affine"]["levels"],
         init=config["affine"]["init"],
         init_starts=config["affine"]["init_starts"],
@@ -70,6 +72,7 @@ rule affine_resample:
         f"{RES}/logs/affine/resample/{{id}}.log",
     benchmark:
         f"{RES}/benchmarks/affine/resample/{{id}}.tsv"
+    priority: 30  # before the test pairs' registrations: the training jobs wait for it
     conda:
         ENVS["data"]
     threads: threads_for("light")

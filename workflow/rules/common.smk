@@ -15,6 +15,7 @@ from suitsbench.errors import InputError  # noqa: E402
 from suitsbench.manifest import Record, read_manifest  # noqa: E402
 from suitsbench.methods import module_methods  # noqa: E402
 from suitsbench.pairid import ID_PATTERN, PAIR_PATTERN, split_pair_id  # noqa: E402
+from suitsbench.pairwise_plan import partners  # noqa: E402
 from suitsbench.split import make_split  # noqa: E402
 
 DATA = config["data"]

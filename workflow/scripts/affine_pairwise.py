@@ -1,5 +1,6 @@
 """Rule affine_pairwise: one row of the groupwise affine pre-registration, the image {id}
-(fixed) against every other image (suitsbench.groupwise.pairwise_row: MIND-SSC block
+(fixed) against every other image (affine.directions both) or its share of the pairs (one;
+suitsbench.groupwise.partners) (suitsbench.groupwise.pairwise_row: MIND-SSC block
 matching and trimmed least squares, suitsbench.affine and suitsbench.blockmatch), started by
 affine.init (search: the global search of suitsbench.globalinit; a pair with a partial or
 padded scan starts from affine.init_starts candidates and keeps the best). Field-of-view
@@ -21,6 +22,7 @@ row = pairwise_row(
     fixed_id,
     dict(zip(p.ids, i.others)),
     masks=load_fov_masks(dict(zip(p.ids, i.masks))),
+    moving_ids=p.moving_ids,
     settings=AffineSettings(levels=tuple(p.levels), init_starts=int(p.init_starts)),
     init=p.init,
     device=device,
