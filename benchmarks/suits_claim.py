@@ -164,7 +164,8 @@ def cmd_train(pairs, results: Path, args) -> None:
     model = load_pretrained(results)
     print(f"# SUITS training on {len(train)} pairs, scored on {len(pairs)} {args.pairs} pairs; "
           f"lr {args.lr:g} batch {args.batch} lam {args.train_lam:g} k_back in [{args.k_min}, "
-          f"{args.k_max}] grad_A {args.grad_A} warp_space {args.train_warp_space} seed {args.seed}",
+          f"{args.k_max}] grad_A {args.grad_A} warp_space {args.train_warp_space} untracked "
+          f"{args.untracked} seed {args.seed}",
           flush=True)
     from suits.modelfile import save_model
 
@@ -184,6 +185,7 @@ def cmd_train(pairs, results: Path, args) -> None:
                                         seed=args.seed, checkpoint=ckpt, checkpoint_every=0,
                                         progress=False, grad_A=args.grad_A,
                                         warp_space=args.train_warp_space,
+                                        untracked=args.untracked,
                                         moving_modality=args.modalities[0],
                                         fixed_modality=args.modalities[1])
             dt = time.perf_counter() - t0
@@ -250,6 +252,8 @@ def main(argv=None) -> int:
     t.add_argument("--grad-A", action="store_true")
     t.add_argument("--train-warp-space", choices=("features", "image"), default="image")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--untracked", choices=("labels", "features"), default="labels",
+                   help="representations of the k_back - 1 iterations without gradients")
     t.add_argument("--score-on", type=Path, default=None,
                    help="score every --every steps on the --pairs of this run instead (e.g. "
                    "an independent phantom run with --pairs all)")
