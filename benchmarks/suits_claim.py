@@ -15,9 +15,18 @@ Sub-commands::
     # initial, MIND-SSC and the pre-trained FeatCNN
     .venv/bin/python benchmarks/suits_claim.py results/phantom ceiling [--pairs train]
 
-    # SUITS training from the pre-trained FeatCNN, scored every --every steps on --pairs
+    # SUITS training from the pre-trained FeatCNN, scored every --every steps on --pairs (of
+    # another run with --score-on: e.g. all pairs of an independent phantom population)
     .venv/bin/python benchmarks/suits_claim.py results/phantom train --steps 60 --every 10 \
-        --lr 1e-4 [--grad-A] [--k-min 0] [--lam 0.25] [--batch 3] [--pairs train|val]
+        --lr 1e-4 [--grad-A] [--k-min 0] [--lam 0.25] [--batch 3] [--pairs train|val|all] \
+        [--score-on results/other] [--save folder]
+
+    # model files (the first is the reference) on the pairs, with signed-rank tests
+    .venv/bin/python benchmarks/suits_claim.py results/other --pairs all score \
+        results/phantom/models/featcnn_pretrained.pt results/phantom/models/featcnn_suits.pt --mind
+
+Field-of-view masks (``aligned/{id}_fov.nii.gz``) weight the data term in training and
+registration, as in the workflow.
 
 Every line printed is ``<what> <mean Dice> (<std over pairs>) [per-pair values]``.
 """
@@ -58,6 +67,11 @@ def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
     split = next(iter(split.values())) if "train_pairs" not in split else split
     if which == "test":
         return list(split["test_pairs"])
+    if which == "all":  # every moving x fixed pair of the run's subjects (an independent set)
+        pairs = [*split["train_pairs"], *split.get("val_pairs", []), *split["test_pairs"]]
+        moving = sorted({p.split("__to__")[0] for p in pairs})
+        fixed = sorted({p.split("__to__")[1] for p in pairs})
+        return [f"{m}__to__{f}" for m in moving for f in fixed]
     pairs = list(split["train_pairs"])
     if split.get("val_pairs") and val_subjects <= 0:
         # the run's own validation split (split.n_val)
@@ -83,8 +97,12 @@ def load_pairs(results: Path, names: list[str]) -> list[dict[str, torch.Tensor]]
         m, _ = load_volume(aligned / f"{moving}_image.nii.gz")
         fl, _ = load_labels(aligned / f"{fixed}_label.nii.gz")
         ml, _ = load_labels(aligned / f"{moving}_label.nii.gz")
-        pairs.append({"name": name, "fixed": f, "moving": m, "fixed_labels": fl.long(),
-                      "moving_labels": ml.long()})
+        pair = {"name": name, "fixed": f, "moving": m, "fixed_labels": fl.long(),
+                "moving_labels": ml.long()}
+        fov = {k: aligned / f"{i}_fov.nii.gz" for k, i in (("fixed_fov", fixed), ("moving_fov", moving))}
+        if all(path.is_file() for path in fov.values()):  # as the workflow: masks weight the data term
+            pair.update({k: load_labels(path)[0].float() for k, path in fov.items()})
+        pairs.append(pair)
     return pairs
 
 
@@ -118,7 +136,8 @@ def featcnn_field(model, args):
         with torch.no_grad():
             return register(p["fixed"], p["moving"], model, iterations=args.iterations, lam=args.lam,
                             moving_modality=args.modalities[0], fixed_modality=args.modalities[1],
-                            warp_space=args.warp_space)
+                            warp_space=args.warp_space, fixed_mask=p.get("fixed_fov"),
+                            moving_mask=p.get("moving_fov"))
     return field
 
 
@@ -128,9 +147,7 @@ def cmd_ceiling(pairs, results: Path, args) -> None:
     K = 1 + max(int(p[k].max()) for p in pairs for k in ("fixed_labels", "moving_labels"))
     rows = [
         ("initial", lambda p: torch.zeros(1, 3, *p["fixed"].shape[-3:])),
-        (f"MIND-SSC (factor {f})", lambda p: register(p["fixed"], p["moving"], MindRepresentation(f),
-                                                       iterations=args.iterations, lam=args.lam,
-                                                       warp_space=args.warp_space)),
+        (f"MIND-SSC (factor {f})", featcnn_field(MindRepresentation(f), args)),
         ("pre-trained FeatCNN", featcnn_field(model, args)),
         ("one-hot labels (perfect features)",
          lambda p: label_iterations(one_hot(p["fixed_labels"], K), one_hot(p["moving_labels"], K),
@@ -147,10 +164,17 @@ def cmd_train(pairs, results: Path, args) -> None:
     model = load_pretrained(results)
     print(f"# SUITS training on {len(train)} pairs, scored on {len(pairs)} {args.pairs} pairs; "
           f"lr {args.lr:g} batch {args.batch} lam {args.train_lam:g} k_back in [{args.k_min}, "
-          f"{args.k_max}] grad_A {args.grad_A} warp_space {args.train_warp_space} seed {args.seed}",
+          f"{args.k_max}] grad_A {args.grad_A} warp_space {args.train_warp_space} untracked "
+          f"{args.untracked} seed {args.seed}",
           flush=True)
+    from suits.modelfile import save_model
+
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+        save_model(args.save / "step0.pt", model)
     model.eval()
-    report("step 0", pair_dice(pairs, featcnn_field(model, args)))
+    if not args.no_score:
+        report("step 0", pair_dice(pairs, featcnn_field(model, args)))
     losses: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "suits.pt"
@@ -161,19 +185,52 @@ def cmd_train(pairs, results: Path, args) -> None:
                                         seed=args.seed, checkpoint=ckpt, checkpoint_every=0,
                                         progress=False, grad_A=args.grad_A,
                                         warp_space=args.train_warp_space,
+                                        untracked=args.untracked,
                                         moving_modality=args.modalities[0],
                                         fixed_modality=args.modalities[1])
             dt = time.perf_counter() - t0
+            if args.save:
+                save_model(args.save / f"step{steps}.pt", model)
             model.eval()
             recent = float(np.mean(losses[-args.every:]))
-            report(f"step {steps} (loss {recent:.4f}, {dt / args.every:.1f} s/step)",
-                   pair_dice(pairs, featcnn_field(model, args)))
+            what = f"step {steps} (loss {recent:.4f}, {dt / args.every:.1f} s/step)"
+            if args.no_score:
+                print(what, flush=True)
+            else:
+                report(what, pair_dice(pairs, featcnn_field(model, args)))
+
+
+def cmd_score(pairs, results: Path, args) -> None:
+    """Each model file (and MIND-SSC with ``--mind``) on the pairs; the signed-rank test of
+    every row against the first model."""
+    from scipy.stats import wilcoxon
+    from suits.modelfile import load_model
+
+    rows = [(str(m), featcnn_field(load_model(m).eval(), args)) for m in args.model]
+    if args.mind:
+        f = int(load_model(args.model[0]).factor)
+        rows.append((f"MIND-SSC (factor {f})", featcnn_field(MindRepresentation(f), args)))
+    rows.insert(0, ("initial", lambda p: torch.zeros(1, 3, *p["fixed"].shape[-3:])))
+    scores = {}
+    for what, field in rows:
+        t0 = time.perf_counter()
+        scores[what] = np.asarray(pair_dice(pairs, field))
+        report(what, scores[what], time.perf_counter() - t0)
+    ref = str(args.model[0])
+    for what, v in scores.items():
+        if what != ref:
+            d = v - scores[ref]
+            print(f"{what} - {ref}: mean {d.mean():+.4f} (sd {d.std(ddof=1):.4f}), "
+                  f"better on {int((d > 0).sum())} of {len(d)} pairs, signed-rank p = "
+                  f"{wilcoxon(v, scores[ref]).pvalue:.2g}", flush=True)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", type=Path)
-    ap.add_argument("--pairs", choices=("train", "val", "test"), default="train")
+    ap.add_argument("--pairs", choices=("train", "val", "test", "all"), default="train",
+                    help="all: every moving x fixed pair of the run's subjects (for a run whose "
+                    "subjects are independent of the models scored)")
     ap.add_argument("--val-subjects", type=int, default=0)
     ap.add_argument("--iterations", type=int, default=15)
     ap.add_argument("--lam", type=float, default=0.5, help="test-time lambda")
@@ -195,13 +252,26 @@ def main(argv=None) -> int:
     t.add_argument("--grad-A", action="store_true")
     t.add_argument("--train-warp-space", choices=("features", "image"), default="image")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--untracked", choices=("labels", "features"), default="labels",
+                   help="representations of the k_back - 1 iterations without gradients")
+    t.add_argument("--score-on", type=Path, default=None,
+                   help="score every --every steps on the --pairs of this run instead (e.g. "
+                   "an independent phantom run with --pairs all)")
+    t.add_argument("--save", type=Path, default=None,
+                   help="folder for the model file of every scored step (step<N>.pt)")
+    t.add_argument("--no-score", action="store_true",
+                   help="only train and save (score the saved models with `score` later)")
+    sc = sub.add_parser("score")
+    sc.add_argument("model", type=Path, nargs="+", help="model files; the first is the reference")
+    sc.add_argument("--mind", action="store_true", help="also MIND-SSC on the first model's grid")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    names = split_pairs(args.results, args.pairs, args.val_subjects)
-    pairs = load_pairs(args.results, names)
-    print(f"# {args.cmd} on {len(pairs)} {args.pairs} pairs of {args.results}; test-time "
+    scored = getattr(args, "score_on", None) or args.results
+    names = split_pairs(scored, args.pairs, args.val_subjects)
+    pairs = load_pairs(scored, names)
+    print(f"# {args.cmd} on {len(pairs)} {args.pairs} pairs of {scored}; test-time "
           f"{args.iterations} iterations, lam {args.lam:g}, warp_space {args.warp_space}", flush=True)
-    {"ceiling": cmd_ceiling, "train": cmd_train}[args.cmd](pairs, args.results, args)
+    {"ceiling": cmd_ceiling, "train": cmd_train, "score": cmd_score}[args.cmd](pairs, args.results, args)
     return 0
 
 

@@ -73,3 +73,30 @@ def test_bench_fov_slab_regions_are_the_slab_variants_scans(tmp_path):
         organs_full = (full[key][2][region] > 0).sum()
         organs_slab = (slab[key][2] > 0).sum()
         assert abs(organs_full - organs_slab) < 0.1 * organs_slab
+
+
+def test_suits_claim_all_pairs_and_fov_masks(tmp_path):
+    """suits_claim --pairs all: every moving x fixed pair of the run's subjects (train, val and
+    test alike); pairs carry the aligned field-of-view masks when the run has them. In a
+    subprocess: the script tunes the process that imports it."""
+    import subprocess
+
+    run = write_run(tmp_path, "aligned", ["a_mr__to__b_us"])
+    for id_ in ("a_mr", "a_us"):
+        fov = np.ones(SHAPE, np.uint8)
+        fov[0] = 0
+        save_labels(run / "aligned" / f"{id_}_fov.nii.gz", fov, np.eye(4))
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import suits_claim\n"
+        "run = Path(sys.argv[2])\n"
+        "print(suits_claim.split_pairs(run, 'all', 0))\n"
+        "with_masks = suits_claim.load_pairs(run, ['a_mr__to__a_us'])[0]\n"
+        "without = suits_claim.load_pairs(run, ['b_mr__to__b_us'])[0]\n"
+        "print(tuple(with_masks['fixed_fov'].shape), float(with_masks['moving_fov'][0, 0, 0].max()),"
+        " 'fixed_fov' in without)\n"
+    )
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    out = subprocess.run([sys.executable, "-c", code, str(bench), str(run)], check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    assert out[0] == str(["a_mr__to__a_us", "a_mr__to__b_us", "b_mr__to__a_us", "b_mr__to__b_us"])
+    assert out[1] == f"{(1, 1, *SHAPE)} 0.0 False"

@@ -298,6 +298,31 @@ def test_known_initial_score_replaces_the_first_validation(tmp_path):
     with pytest.raises(ValueError, match="val_dice"):
         final_score(path)
 
+def test_untracked_feature_iterations(tmp_path):
+    """untracked='features': the k_back - 1 iterations without gradients use the model's own
+    features (feature_iterations == feature_grid_iterations of its features; none for n = 0),
+    training then differs from training with the label iterations, and a checkpoint of one
+    kind is not resumed as the other."""
+    from suits.register import feature_grid_iterations
+    from suits.train import feature_iterations
+
+    model, p = _model(), _pair(2)
+    fixed, moving = p["fixed"], p["moving"]
+    assert torch.equal(feature_iterations(model, fixed, moving, 0, 1.0), torch.zeros(1, 3, *fixed.shape[-3:]))
+    with torch.no_grad():
+        ref = feature_grid_iterations(model(fixed, "mr"), model(moving, "ct"), fixed.shape[-3:], 3, 1.0,
+                                      factor=model.factor)
+    assert torch.allclose(feature_iterations(model, fixed, moving, 3, 1.0), ref)
+    _, by_labels = train_suits(_model(), _pairs(), **_kw())
+    _, by_features = train_suits(_model(), _pairs(), untracked="features", **_kw())
+    assert by_features != by_labels and len(by_features) == len(by_labels)
+    ck = tmp_path / "ck.pt"
+    train_suits(_model(), _pairs(), checkpoint=ck, untracked="features", **_kw(steps=2))
+    with pytest.raises(ValueError, match="untracked='features'"):
+        train_suits(_model(), _pairs(), checkpoint=ck, **_kw())
+    with pytest.raises(ValueError, match="untracked"):
+        train_suits(_model(), _pairs(), untracked="none", **_kw())
+
 
 def test_select_best_needs_validation():
     with pytest.raises(ValueError, match="validate"):

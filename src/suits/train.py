@@ -39,13 +39,14 @@ from suits.register import check_warp_space, feature_grid_iterations, iterate, p
 from suits.warp import box_filter, box_filter_strided, one_hot, warped_label_probability
 
 __all__ = ["train_suits", "draw_step", "label_representation", "label_iterations",
-           "tracked_iteration", "guidance_loss", "infer_num_classes"]
+           "feature_iterations", "tracked_iteration", "guidance_loss", "infer_num_classes"]
 
 logger = logging.getLogger(__name__)
 
 LogFn = Callable[[int, float], None]
 ValidateFn = Callable[[nn.Module], float]
 SELECT = ("last", "best")
+UNTRACKED = ("labels", "features")
 EPS = 1e-8
 
 
@@ -110,6 +111,25 @@ def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n:
     return u
 
 
+def feature_iterations(model: Callable[[torch.Tensor, str], torch.Tensor], fixed: torch.Tensor,
+                       moving: torch.Tensor, n: int, lam: float, fixed_modality: str = "mr",
+                       moving_modality: str = "ct", gamma: float = 1.0, smooth: int = 5,
+                       solver: object | None = None, tol: float = 1e-6,
+                       masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``n`` iterations of Eq. (2) with the model's own features, without gradients: the
+    features of the fixed and moving images, the moving ones warped on the feature grid
+    (:func:`suits.register.feature_grid_iterations`); returns ``u^n`` on the image grid (zeros
+    for ``n <= 0``)."""
+    B = max(fixed.shape[0], moving.shape[0])
+    if n <= 0:
+        return torch.zeros((B, 3, *fixed.shape[-3:]), device=fixed.device, dtype=fixed.dtype)
+    with torch.no_grad():
+        return feature_grid_iterations(model(fixed, fixed_modality), model(moving, moving_modality),
+                                       fixed.shape[-3:], int(n), lam, gamma=gamma,
+                                       factor=int(getattr(model, "factor", 1)), smooth=smooth,
+                                       solver=solver, tol=tol, masks=masks)
+
+
 def tracked_iteration(model: Callable[[torch.Tensor, str], torch.Tensor], fixed: torch.Tensor,
                       moving: torch.Tensor, u: torch.Tensor, lam: float,
                       fixed_modality: str = "mr", moving_modality: str = "ct", gamma: float = 1.0,
@@ -172,7 +192,8 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
                 label_warp_space: str = "features", validate: ValidateFn | None = None,
                 validate_every: int = 0, select: str = "last",
                 curve: list[tuple[int, float]] | None = None,
-                initial_score: float | None = None) -> tuple[nn.Module, list[float]]:
+                initial_score: float | None = None,
+                untracked: str = "labels") -> tuple[nn.Module, list[float]]:
     """Algorithm 1: adapt a (MIND-pretrained) FeatCNN end to end through the registration.
 
     Args:
@@ -219,6 +240,11 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
         initial_score: the validation score of ``model`` as passed in, when it is known (the
             last validation of its pre-training with the same ``validate``): recorded for step
             0 instead of validating again.
+        untracked: the representations of the ``k_back - 1`` iterations without gradients:
+            ``"labels"`` (Algorithm 1: the one-hot label maps, :func:`label_iterations`) or
+            ``"features"`` (the current FeatCNN's features of the fixed and moving images, warped
+            on the feature grid, :func:`feature_iterations`), so that the tracked iteration
+            starts from a field as the test-time iterations reach it.
 
     Returns:
         ``(model, losses)``, the losses of every step so far (including before a resume).
@@ -239,6 +265,8 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
         raise ValueError(f"need 0 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
     if select not in SELECT:
         raise ValueError(f"select must be one of {SELECT}, got {select!r}")
+    if untracked not in UNTRACKED:
+        raise ValueError(f"untracked must be one of {UNTRACKED}, got {untracked!r}")
     if select == "best" and validate is None:
         raise ValueError("select='best' needs a validate function (validation pairs)")
 
@@ -255,14 +283,17 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
          "val_steps": (val_steps, int, False), "val_scores": (val_scores, float, False),
          "best": (best, dict, False)},
         dict(seed=seed, steps=steps, batch=batch, lr=lr, lam=lam, k_min=k_min, k_max=k_max,
-             gamma=gamma, num_classes=K, warp_space=warp_space, label_warp_space=label_warp_space),
+             gamma=gamma, num_classes=K, warp_space=warp_space, label_warp_space=label_warp_space,
+             untracked=untracked),
         logger)
 
     def check_spaces(extra: dict) -> None:
         # a checkpoint without label_warp_space used warp_space for both
         recorded = {"warp_space": extra.get("warp_space", "image")}
         recorded["label_warp_space"] = extra.get("label_warp_space", recorded["warp_space"])
-        for key, asked in (("warp_space", warp_space), ("label_warp_space", label_warp_space)):
+        recorded["untracked"] = extra.get("untracked", "labels")
+        for key, asked in (("warp_space", warp_space), ("label_warp_space", label_warp_space),
+                           ("untracked", untracked)):
             if recorded[key] != asked:
                 raise ValueError(f"{rolling.path}: checkpoint was trained with {key}={recorded[key]!r}, "
                                  f"this run asks for {asked!r}; use the same {key} or another "
@@ -300,10 +331,16 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
         total = 0.0
         for i in idx:
             p = prepare(i)
-            u = label_iterations(one_hot(p["fixed_labels"], K), one_hot(p["moving_labels"], K),
-                                 k_back - 1, lam, factor, gamma=gamma, smooth=smooth,
-                                 solver=solver, tol=tol, label_smooth=label_smooth,
-                                 warp_space=label_warp_space, masks=p["masks"])
+            if untracked == "features":
+                u = feature_iterations(model, p["fixed"], p["moving"], k_back - 1, lam,
+                                       fixed_modality=fixed_modality,
+                                       moving_modality=moving_modality, gamma=gamma,
+                                       smooth=smooth, solver=solver, tol=tol, masks=p["masks"])
+            else:
+                u = label_iterations(one_hot(p["fixed_labels"], K), one_hot(p["moving_labels"], K),
+                                     k_back - 1, lam, factor, gamma=gamma, smooth=smooth,
+                                     solver=solver, tol=tol, label_smooth=label_smooth,
+                                     warp_space=label_warp_space, masks=p["masks"])
             u = tracked_iteration(model, p["fixed"], p["moving"], u, lam,
                                   fixed_modality=fixed_modality, moving_modality=moving_modality,
                                   gamma=gamma, smooth=smooth, solver=solver, tol=tol, grad_A=grad_A,
