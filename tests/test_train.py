@@ -298,6 +298,7 @@ def test_known_initial_score_replaces_the_first_validation(tmp_path):
     with pytest.raises(ValueError, match="val_dice"):
         final_score(path)
 
+
 def test_untracked_feature_iterations(tmp_path):
     """untracked='features': the k_back - 1 iterations without gradients use the model's own
     features (feature_iterations == feature_grid_iterations of its features; none for n = 0),
