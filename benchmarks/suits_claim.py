@@ -52,9 +52,16 @@ from suits.register import MindRepresentation, register  # noqa: E402
 from suits.train import label_iterations, train_suits  # noqa: E402
 from suits.warp import one_hot, warp_labels  # noqa: E402
 from suitsbench.metrics import dice  # noqa: E402
+from suitsbench.pairid import pair_id, split_pair_id  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_settings import input_dir  # noqa: E402
+
+
+def sides(pairs: list[str]) -> tuple[list[str], list[str]]:
+    """The sorted moving ids and fixed ids of the pair names ``pairs``."""
+    ids = [split_pair_id(p) for p in pairs]
+    return sorted({m for m, _ in ids}), sorted({f for _, f in ids})
 
 
 def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
@@ -68,10 +75,9 @@ def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
     if which == "test":
         return list(split["test_pairs"])
     if which == "all":  # every moving x fixed pair of the run's subjects (an independent set)
-        pairs = [*split["train_pairs"], *split.get("val_pairs", []), *split["test_pairs"]]
-        moving = sorted({p.split("__to__")[0] for p in pairs})
-        fixed = sorted({p.split("__to__")[1] for p in pairs})
-        return [f"{m}__to__{f}" for m in moving for f in fixed]
+        moving, fixed = sides([*split["train_pairs"], *split.get("val_pairs", []),
+                               *split["test_pairs"]])
+        return [pair_id(m, f) for m in moving for f in fixed]
     pairs = list(split["train_pairs"])
     if split.get("val_pairs") and val_subjects <= 0:
         # the run's own validation split (split.n_val)
@@ -80,8 +86,7 @@ def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
         if which == "val":
             raise SystemExit("--pairs val needs a run with split.n_val >= 1 or --val-subjects N >= 1")
         return pairs
-    moving = sorted({p.split("__to__")[0] for p in pairs})
-    fixed = sorted({p.split("__to__")[1] for p in pairs})
+    moving, fixed = sides(pairs)
     val = set(moving[-val_subjects:]) | set(fixed[-val_subjects:])
     if which == "val":
         return [p for p in pairs if set(p.split("__to__")) <= val]
@@ -92,7 +97,7 @@ def load_pairs(results: Path, names: list[str]) -> list[dict[str, torch.Tensor]]
     aligned = input_dir(results)
     pairs = []
     for name in names:
-        moving, fixed = name.split("__to__")
+        moving, fixed = split_pair_id(name)
         f, _ = load_volume(aligned / f"{fixed}_image.nii.gz")
         m, _ = load_volume(aligned / f"{moving}_image.nii.gz")
         fl, _ = load_labels(aligned / f"{fixed}_label.nii.gz")
@@ -206,9 +211,10 @@ def cmd_score(pairs, results: Path, args) -> None:
     from scipy.stats import wilcoxon
     from suits.modelfile import load_model
 
-    rows = [(str(m), featcnn_field(load_model(m).eval(), args)) for m in args.model]
+    models = [load_model(m).eval() for m in args.model]
+    rows = [(str(m), featcnn_field(net, args)) for m, net in zip(args.model, models)]
     if args.mind:
-        f = int(load_model(args.model[0]).factor)
+        f = int(models[0].factor)
         rows.append((f"MIND-SSC (factor {f})", featcnn_field(MindRepresentation(f), args)))
     rows.insert(0, ("initial", lambda p: torch.zeros(1, 3, *p["fixed"].shape[-3:])))
     scores = {}
