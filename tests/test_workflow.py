@@ -135,6 +135,28 @@ def test_registration_jobs_take_both_fov_masks(tmp_path, affine, stage):
             assert f"results/phantom/{stage}/{i}_image.nii.gz" in files, (rule, inputs)
 
 
+@pytest.mark.parametrize("directions, per_row", [("both", {15}), ("one", {7, 8})])
+def test_affine_rows_take_only_their_partners(tmp_path, directions, per_row):
+    """Each affine_pairwise job lists its own image and mask and those of the images its row
+    registers, no others: 15 partners with both directions, 7 or 8 with one (16 images)."""
+    override = tmp_path / "affine.yaml"
+    override.write_text(f"affine:\n  directions: {directions}\n")
+    proc = snakemake("-n", "--nolock", "--forceall", "--cores", "2",
+                     "--configfile", "config/config.yaml", str(override))
+    assert proc.returncode == 0, output_of(proc)
+    rows = re.findall(r"^rule affine_pairwise:\n\s+input: (.*)$", proc.stdout, re.M)
+    assert len(rows) == 16, output_of(proc)
+    pairs = set()
+    for inputs in rows:
+        files = inputs.split(", ")
+        ids = [re.search(r"prep/(\w+)_image", f).group(1) for f in files if "_image" in f]
+        assert sorted(f.replace("_image", "_fov") for f in files if "_image" in f) == sorted(
+            f for f in files if "_fov" in f), inputs
+        assert len(ids) - 1 in per_row, inputs
+        pairs |= {frozenset((ids[0], j)) for j in ids[1:]}
+    assert len(pairs) == 16 * 15 // 2
+
+
 def test_dry_run_prostate():
     if not PROSTATE.is_dir():
         pytest.skip(f"real data not found at {PROSTATE} (place ../shared/data beside the project)")
