@@ -115,15 +115,22 @@ def test_dry_run_all_methods():
     assert counts.get("evaluate") == "8", counts
 
 
+def dry_run_default_with(tmp_path, override_yaml: str) -> subprocess.CompletedProcess:
+    """A dry run of the whole default DAG with its jobs listed, the config overridden by
+    ``override_yaml``; asserts that it succeeds."""
+    override = tmp_path / "override.yaml"
+    override.write_text(override_yaml)
+    proc = snakemake("-n", "--nolock", "--forceall", "--cores", "2",
+                     "--configfile", "config/config.yaml", str(override))
+    assert proc.returncode == 0, output_of(proc)
+    return proc
+
+
 @pytest.mark.parametrize("affine, stage", [("true", "aligned"), ("false", "prep")])
 def test_registration_jobs_take_both_fov_masks(tmp_path, affine, stage):
     """Every registration job of the default gets the fixed and the moving image's fov mask
     (aligned/ with the affine stage, prep/ without it) beside the images."""
-    override = tmp_path / "affine.yaml"
-    override.write_text(f"affine:\n  enabled: {affine}\n")
-    proc = snakemake("-n", "--nolock", "--forceall", "--cores", "2",
-                     "--configfile", "config/config.yaml", str(override))
-    assert proc.returncode == 0, output_of(proc)
+    proc = dry_run_default_with(tmp_path, f"affine:\n  enabled: {affine}\n")
     jobs = re.findall(r"^rule (register_\w+):\n\s+input: (.*)$", proc.stdout, re.M)
     assert len(jobs) >= 5, output_of(proc)
     for rule, inputs in jobs:
@@ -139,11 +146,7 @@ def test_registration_jobs_take_both_fov_masks(tmp_path, affine, stage):
 def test_affine_rows_take_only_their_partners(tmp_path, directions, per_row):
     """Each affine_pairwise job lists its own image and mask and those of the images its row
     registers, no others: 15 partners with both directions, 7 or 8 with one (16 images)."""
-    override = tmp_path / "affine.yaml"
-    override.write_text(f"affine:\n  directions: {directions}\n")
-    proc = snakemake("-n", "--nolock", "--forceall", "--cores", "2",
-                     "--configfile", "config/config.yaml", str(override))
-    assert proc.returncode == 0, output_of(proc)
+    proc = dry_run_default_with(tmp_path, f"affine:\n  directions: {directions}\n")
     rows = re.findall(r"^rule affine_pairwise:\n\s+input: (.*)$", proc.stdout, re.M)
     assert len(rows) == 16, output_of(proc)
     pairs = set()
