@@ -41,6 +41,7 @@ import torch
 
 from baselines.elastix_params import parameter_map, to_elastix
 from baselines.itk_space import itk_geometry, lps_field_to_voxels, volume_array
+from suits.fov import binary_fov
 
 __all__ = [
     "register",
@@ -98,14 +99,9 @@ def padding_mask(mask: np.ndarray | torch.Tensor | None, shape: Sequence[int],
     from the image's ``shape`` or it has no voxel inside (``what`` names it)."""
     if mask is None:
         return None
-    m = (volume_array(mask) > 0.5).astype(np.uint8)
-    if m.shape != tuple(int(s) for s in shape):
-        raise ValueError(f"{what} has shape {m.shape} but its image {tuple(shape)}: "
-                         "give the field-of-view mask on the image's grid")
-    if not m.any():
-        raise ValueError(f"{what} has no voxel inside the field of view: "
-                         "give the image's own field-of-view mask")
-    return None if m.all() else m
+    m = torch.from_numpy(np.ascontiguousarray(volume_array(mask)))
+    m = binary_fov(m, what, shape=shape, dtype=torch.uint8)
+    return None if m is None else m.numpy()
 
 
 def _sitk_mask(mask: np.ndarray, affine: np.ndarray):

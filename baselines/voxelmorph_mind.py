@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from suits import checkpoint as ckpt
 from suits.atomic import atomic_path
+from suits.fov import binary_fov
 from suits.mind import mind_ssc
 from suits.validation import ValidationLog, pair_scores
 from suits.warp import warp
@@ -166,19 +167,12 @@ def mind_loss(warped: torch.Tensor, fixed_mind: torch.Tensor, radius: int = 2,
     return sq.sum() / (weight.expand_as(sq).sum()).clamp_min(1e-6)
 
 
-def padding_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """A field-of-view mask as a float 0/1 tensor, or ``None`` if it is absent or all ones."""
-    if mask is None:
-        return None
-    m = (mask > 0.5).float()
-    return None if bool(m.all()) else m
-
-
 def loss_weight(fixed_mask: torch.Tensor | None, moving_mask: torch.Tensor | None,
                 u: torch.Tensor) -> torch.Tensor | None:
     """The voxel weight of :func:`mind_loss`: the fixed mask times the moving mask warped by
-    ``u``; ``None`` when neither mask has padding (:func:`padding_mask`)."""
-    fixed_mask, moving_mask = padding_mask(fixed_mask), padding_mask(moving_mask)
+    ``u``; ``None`` when neither mask has padding (:func:`suits.fov.binary_fov`)."""
+    fixed_mask = binary_fov(fixed_mask, "fixed mask")
+    moving_mask = binary_fov(moving_mask, "moving mask")
     if fixed_mask is None and moving_mask is None:
         return None
     weight = torch.ones_like(u[:, :1]) if fixed_mask is None else fixed_mask.to(u)

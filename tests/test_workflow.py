@@ -115,15 +115,22 @@ def test_dry_run_all_methods():
     assert counts.get("evaluate") == "8", counts
 
 
+def dry_run_default_with(tmp_path, override_yaml: str) -> subprocess.CompletedProcess:
+    """A dry run of the whole default DAG with its jobs listed, the config overridden by
+    ``override_yaml``; asserts that it succeeds."""
+    override = tmp_path / "override.yaml"
+    override.write_text(override_yaml)
+    proc = snakemake("-n", "--nolock", "--forceall", "--cores", "2",
+                     "--configfile", "config/config.yaml", str(override))
+    assert proc.returncode == 0, output_of(proc)
+    return proc
+
+
 @pytest.mark.parametrize("affine, stage", [("true", "aligned"), ("false", "prep")])
 def test_registration_jobs_take_both_fov_masks(tmp_path, affine, stage):
     """Every registration job of the default gets the fixed and the moving image's fov mask
     (aligned/ with the affine stage, prep/ without it) beside the images."""
-    override = tmp_path / "affine.yaml"
-    override.write_text(f"affine:\n  enabled: {affine}\n")
-    proc = snakemake("-n", "--nolock", "--forceall", "--cores", "2",
-                     "--configfile", "config/config.yaml", str(override))
-    assert proc.returncode == 0, output_of(proc)
+    proc = dry_run_default_with(tmp_path, f"affine:\n  enabled: {affine}\n")
     jobs = re.findall(r"^rule (register_\w+):\n\s+input: (.*)$", proc.stdout, re.M)
     assert len(jobs) >= 5, output_of(proc)
     for rule, inputs in jobs:
@@ -133,6 +140,24 @@ def test_registration_jobs_take_both_fov_masks(tmp_path, affine, stage):
         for i in (moving, fixed):
             assert f"results/phantom/{stage}/{i}_fov.nii.gz" in files, (rule, inputs)
             assert f"results/phantom/{stage}/{i}_image.nii.gz" in files, (rule, inputs)
+
+
+@pytest.mark.parametrize("directions, per_row", [("both", {15}), ("one", {7, 8})])
+def test_affine_rows_take_only_their_partners(tmp_path, directions, per_row):
+    """Each affine_pairwise job lists its own image and mask and those of the images its row
+    registers, no others: 15 partners with both directions, 7 or 8 with one (16 images)."""
+    proc = dry_run_default_with(tmp_path, f"affine:\n  directions: {directions}\n")
+    rows = re.findall(r"^rule affine_pairwise:\n\s+input: (.*)$", proc.stdout, re.M)
+    assert len(rows) == 16, output_of(proc)
+    pairs = set()
+    for inputs in rows:
+        files = inputs.split(", ")
+        ids = [re.search(r"prep/(\w+)_image", f).group(1) for f in files if "_image" in f]
+        assert sorted(f.replace("_image", "_fov") for f in files if "_image" in f) == sorted(
+            f for f in files if "_fov" in f), inputs
+        assert len(ids) - 1 in per_row, inputs
+        pairs |= {frozenset((ids[0], j)) for j in ids[1:]}
+    assert len(pairs) == 16 * 15 // 2
 
 
 def test_dry_run_prostate():

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from suits.featcnn import feature_shape
+from suits.fov import binary_fov
 from suits.warp import box_filter, downsample_field, upsample_field, upsample_field_strided, warp
 
 __all__ = [
@@ -152,10 +153,7 @@ def padding_masks(fixed_mask: torch.Tensor | None, moving_mask: torch.Tensor | N
         if m.dim() != 5 or m.shape[1] != 1 or tuple(m.shape[-3:]) != shape:
             raise ValueError(f"{what} mask must be (B, 1, D, H, W) on the image grid {shape}, "
                              f"got {tuple(m.shape)}")
-        m = (m > 0.5).to(device=device, dtype=dtype)
-        if not bool(m.flatten(1).any(1).all()):
-            raise ValueError(f"{what} mask has no voxel inside the field of view")
-        masks.append(None if bool(m.all()) else m)
+        masks.append(binary_fov(m, f"{what} mask", device=device, dtype=dtype))
     if masks[0] is None and masks[1] is None:
         return None
     ones = torch.ones((1, 1, *shape), device=device, dtype=dtype)

@@ -82,6 +82,12 @@ def label_representation(onehot: torch.Tensor, factor: int, label_smooth: int | 
     return box_filter_strided(onehot, size, f)
 
 
+def _zero_field(fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """The zero displacement ``(B, 3, D, H, W)`` on the fixed grid, ``B`` the larger batch."""
+    B = max(fixed.shape[0], moving.shape[0])
+    return torch.zeros((B, 3, *fixed.shape[-3:]), device=fixed.device, dtype=fixed.dtype)
+
+
 def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n: int, lam: float,
                      factor: int, gamma: float = 1.0, smooth: int = 5, solver: object | None = None,
                      tol: float = 1e-6, label_smooth: int | None = None,
@@ -93,8 +99,7 @@ def label_iterations(fixed_onehot: torch.Tensor, moving_onehot: torch.Tensor, n:
     ``"features"`` pools it once and warps the pooled map on the feature grid, keeping the field
     there between iterations (:func:`suits.register.feature_grid_iterations`). ``masks``: the
     pooled field-of-view masks weighting the data term (:func:`suits.register.padding_masks`)."""
-    B = max(fixed_onehot.shape[0], moving_onehot.shape[0])
-    u = torch.zeros((B, 3, *fixed_onehot.shape[-3:]), device=fixed_onehot.device, dtype=fixed_onehot.dtype)
+    u = _zero_field(fixed_onehot, moving_onehot)
     if n <= 0:
         return u
     with torch.no_grad():
@@ -120,9 +125,8 @@ def feature_iterations(model: Callable[[torch.Tensor, str], torch.Tensor], fixed
     features of the fixed and moving images, the moving ones warped on the feature grid
     (:func:`suits.register.feature_grid_iterations`); returns ``u^n`` on the image grid (zeros
     for ``n <= 0``)."""
-    B = max(fixed.shape[0], moving.shape[0])
     if n <= 0:
-        return torch.zeros((B, 3, *fixed.shape[-3:]), device=fixed.device, dtype=fixed.dtype)
+        return _zero_field(fixed, moving)
     with torch.no_grad():
         return feature_grid_iterations(model(fixed, fixed_modality), model(moving, moving_modality),
                                        fixed.shape[-3:], int(n), lam, gamma=gamma,
@@ -315,12 +319,16 @@ def train_suits(model: nn.Module, pairs: Sequence[Mapping[str, torch.Tensor]], s
     if start == 0:
         run_validation(0, initial_score)
 
+    pooled_masks: dict[int, tuple[torch.Tensor, torch.Tensor] | None] = {}
+
     def prepare(i: int) -> dict[str, torch.Tensor]:
         p = pairs[i]
         out = {k: p[k].to(device=device, dtype=torch.float32) for k in ("fixed", "moving")}
         out.update({k: p[k].to(device=device).long() for k in ("fixed_labels", "moving_labels")})
-        out["masks"] = padding_masks(p.get("fixed_fov"), p.get("moving_fov"),
-                                     out["fixed"].shape[-3:], factor, device)
+        if i not in pooled_masks:
+            pooled_masks[i] = padding_masks(p.get("fixed_fov"), p.get("moving_fov"),
+                                            out["fixed"].shape[-3:], factor, device)
+        out["masks"] = pooled_masks[i]
         return out
 
     bar = tqdm(range(start, int(steps)), initial=start, total=int(steps), desc="SUITS training",

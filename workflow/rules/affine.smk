@@ -9,8 +9,9 @@
 rule affine_pairwise:
     input:
         image=f"{RES}/prep/{{id}}_image.nii.gz",
-        others=[f"{RES}/prep/{i}_image.nii.gz" for i in IDS],
-        masks=[f"{RES}/prep/{i}_fov.nii.gz" for i in IDS],
+        mask=f"{RES}/prep/{{id}}_fov.nii.gz",
+        others=row_partner_files("image"),
+        other_masks=row_partner_files("fov"),
     output:
         f"{RES}/affine/pairwise/{{id}}.tsv",
     log:
@@ -23,8 +24,7 @@ rule affine_pairwise:
     resources:
         **resources_for("register"),
     params:
-        ids=IDS,
-        moving_ids=lambda wc: partners(IDS, wc.id, config["affine"]["directions"]),
+        moving_ids=lambda wc: row_partners(wc.id),
         levels=config["affine"]["levels"],
         init=config["affine"]["init"],
         init_starts=config["affine"]["init_starts"],

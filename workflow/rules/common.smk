@@ -228,6 +228,16 @@ def resize_reference(record):
     return None
 
 
+def row_partners(id):
+    """The images that the affine row of ``id`` registers (affine.directions)."""
+    return partners(IDS, id, config["affine"]["directions"])
+
+
+def row_partner_files(kind):
+    """Input function: the preprocessed files (kind image or fov) of the row's partners."""
+    return lambda wc: [f"{RES}/prep/{i}_{kind}.nii.gz" for i in row_partners(wc.id)]
+
+
 def aligned(id, kind="image"):
     """Input to every method (kind image, label or fov, the field-of-view mask): in the
     groupwise mean space, or the preprocessed file when affine.enabled is false."""
