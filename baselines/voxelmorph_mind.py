@@ -264,6 +264,7 @@ def _check_masks(pairs: Sequence[Pair], masks) -> list:
             if m is not None and tuple(m.shape) != tuple(f.shape):
                 raise ValueError(f"pair {n}: {what} mask {tuple(m.shape)} is not on the image "
                                  f"grid {tuple(f.shape)}")
+            binary_fov(m, f"pair {n}: {what} mask")
     return list(masks)
 
 

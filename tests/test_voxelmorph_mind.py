@@ -269,3 +269,6 @@ def test_train_with_masks_ones_equal_unmasked_padding_differs():
     assert masked != ref and all(np.isfinite(masked))
     with pytest.raises(ValueError, match="not on the image grid"):
         train([pair], 1, config=TINY, progress=False, masks=[(padded[..., :8], None)])
+    with pytest.raises(ValueError, match="pair 1: moving mask has no voxel inside"):
+        train([pair, pair], 1, config=TINY, progress=False,
+              masks=[(None, padded), (None, torch.zeros_like(padded))])

@@ -149,15 +149,18 @@ def test_affine_rows_take_only_their_partners(tmp_path, directions, per_row):
     proc = dry_run_default_with(tmp_path, f"affine:\n  directions: {directions}\n")
     rows = re.findall(r"^rule affine_pairwise:\n\s+input: (.*)$", proc.stdout, re.M)
     assert len(rows) == 16, output_of(proc)
-    pairs = set()
+    pairs, registrations = set(), 0
     for inputs in rows:
         files = inputs.split(", ")
         ids = [re.search(r"prep/(\w+)_image", f).group(1) for f in files if "_image" in f]
         assert sorted(f.replace("_image", "_fov") for f in files if "_image" in f) == sorted(
             f for f in files if "_fov" in f), inputs
         assert len(ids) - 1 in per_row, inputs
+        assert ids[1:] == sorted(ids[1:]), inputs
         pairs |= {frozenset((ids[0], j)) for j in ids[1:]}
+        registrations += len(ids) - 1
     assert len(pairs) == 16 * 15 // 2
+    assert registrations == 16 * 15 // (1 if directions == "both" else 2)
 
 
 def test_dry_run_prostate():

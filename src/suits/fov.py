@@ -17,6 +17,9 @@ def binary_fov(mask: torch.Tensor | None, what: str = "mask", shape: Sequence[in
     ``(B, 1, D, H, W)``, has no voxel inside the field of view."""
     if mask is None:
         return None
+    if mask.dim() < 3 or mask.numel() == 0:
+        raise ValueError(f"{what} must be a 3-D volume or a batch of them, got shape "
+                         f"{tuple(mask.shape)}")
     if shape is not None and tuple(mask.shape[-3:]) != tuple(int(n) for n in shape):
         raise ValueError(f"{what} has shape {tuple(mask.shape[-3:])} but its image "
                          f"{tuple(int(n) for n in shape)}: give the field-of-view mask on the "

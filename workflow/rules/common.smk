@@ -229,8 +229,9 @@ def resize_reference(record):
 
 
 def row_partners(id):
-    """The images that the affine row of ``id`` registers (affine.directions)."""
-    return partners(IDS, id, config["affine"]["directions"])
+    """The images that the affine row of ``id`` registers (affine.directions), in id order."""
+    chosen = set(partners(IDS, id, config["affine"]["directions"]))
+    return [i for i in IDS if i in chosen]
 
 
 def row_partner_files(kind):

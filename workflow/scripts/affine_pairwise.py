@@ -20,8 +20,10 @@ device = job.device(p.device)
 fixed_id = snakemake.wildcards.id  # noqa: F821
 row = pairwise_row(
     fixed_id,
-    {fixed_id: i.image, **dict(zip(p.moving_ids, i.others))},
-    masks=load_fov_masks({fixed_id: i.mask, **dict(zip(p.moving_ids, i.other_masks))}),
+    {fixed_id: i.image, **dict(zip(p.moving_ids, i.others, strict=True))},
+    masks=load_fov_masks(
+        {fixed_id: i.mask, **dict(zip(p.moving_ids, i.other_masks, strict=True))}
+    ),
     moving_ids=p.moving_ids,
     settings=AffineSettings(levels=tuple(p.levels), init_starts=int(p.init_starts)),
     init=p.init,
