@@ -255,17 +255,22 @@ def _check_pairs(pairs: Sequence[Pair]) -> None:
 
 
 def _check_masks(pairs: Sequence[Pair], masks) -> list:
+    """The masks per pair, checked against the pair's grid and made 0/1 (``None`` without
+    padding, :func:`suits.fov.binary_fov`)."""
     if masks is None:
         return [(None, None)] * len(pairs)
     if len(masks) != len(pairs):
         raise ValueError(f"masks: {len(masks)} entries for {len(pairs)} pairs")
+    checked = []
     for n, ((f, _), ms) in enumerate(zip(pairs, masks)):
+        row = []
         for what, m in zip(("fixed", "moving"), ms):
             if m is not None and tuple(m.shape) != tuple(f.shape):
                 raise ValueError(f"pair {n}: {what} mask {tuple(m.shape)} is not on the image "
                                  f"grid {tuple(f.shape)}")
-            binary_fov(m, f"pair {n}: {what} mask")
-    return list(masks)
+            row.append(binary_fov(m, f"pair {n}: {what} mask"))
+        checked.append(tuple(row))
+    return checked
 
 
 def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: float = 0.1,
@@ -343,7 +348,7 @@ def train(pairs: Sequence[Pair], iterations: int, lr: float = 1e-4, reg_weight: 
     def sample(idx: int) -> tuple:
         if idx not in cache:
             f, m = (t.to(device=device, dtype=torch.float32) for t in pairs[idx])
-            # as given: loss_weight makes them 0/1 (or drops them) once per step
+            # 0/1, or None without padding (_check_masks)
             fm, mm = (None if t is None else t.to(device) for t in masks[idx])
             with torch.no_grad():
                 cache[idx] = (f, m, mind_ssc(f, radius=mind_radius, dilation=mind_dilation),
