@@ -89,8 +89,8 @@ def split_pairs(results: Path, which: str, val_subjects: int) -> list[str]:
     moving, fixed = sides(pairs)
     val = set(moving[-val_subjects:]) | set(fixed[-val_subjects:])
     if which == "val":
-        return [p for p in pairs if set(p.split("__to__")) <= val]
-    return [p for p in pairs if not set(p.split("__to__")) & val]
+        return [p for p in pairs if set(split_pair_id(p)) <= val]
+    return [p for p in pairs if not set(split_pair_id(p)) & val]
 
 
 def load_pairs(results: Path, names: list[str]) -> list[dict[str, torch.Tensor]]:

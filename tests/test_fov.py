@@ -37,4 +37,3 @@ def test_an_empty_or_flat_array_is_not_a_mask():
     for bad in (torch.ones(0, 1, 2, 2, 2), torch.ones(4, 4)):
         with pytest.raises(ValueError, match="fixed mask must be a 3-D volume"):
             binary_fov(bad, "fixed mask")
-
