@@ -217,3 +217,64 @@ def test_validation_without_measures_records_nothing():
     with pytest.raises(ValueError, match="validation images"):
         pretrain(_model(), _images(), iterations=1, val_images={"us": [_phantom(1)]},
                  progress=False)
+
+
+def test_snapshots_are_the_weights_of_the_validated_steps_and_survive_a_resume(tmp_path):
+    """snapshots holds (step, weights) of every due validation step, also without measures;
+    scoring a snapshot gives the score the in-loop validation gives at that step; a killed and
+    resumed run keeps the snapshots taken before the kill; the snapshot file round-trips."""
+    from suits.modelfile import load_snapshots, save_snapshots
+
+    def score(model):
+        return float(sum(p.detach().abs().sum() for p in model.parameters()))
+
+    kw = dict(iterations=7, seed=3, progress=False, validate_every=3)
+    curve, snaps = {}, []
+    model, losses = pretrain(_model(), _images(), curve=curve, snapshots=snaps, validate=score, **kw)
+    assert [s for s, _ in snaps] == [0, 3, 6, 7]
+    for (step, state), (vstep, value) in zip(snaps, curve["val_dice"]):
+        scored = _model()
+        scored.load_state_dict(state)
+        assert step == vstep and score(scored) == value
+    for a, b in zip(snaps[-1][1].values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(snaps[0][1][k], snaps[-1][1][k]) for k in snaps[0][1])
+
+    bare = []
+    pretrain(_model(), _images(), snapshots=bare, **kw)  # no measures: weights still kept
+    assert [s for s, _ in bare] == [0, 3, 6, 7]
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_5(step, loss):
+        if step == 5:
+            raise Killed
+
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(Killed):
+        pretrain(_model(), _images(), checkpoint=ck, checkpoint_every=4, log=kill_at_5,
+                 snapshots=[], **kw)
+    resumed = []
+    pretrain(_model(), _images(), checkpoint=ck, checkpoint_every=4, snapshots=resumed, **kw)
+    assert [s for s, _ in resumed] == [0, 3, 6, 7]
+    for (_, a), (_, b) in zip(resumed, snaps):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+    save_snapshots(tmp_path / "s.pt", snaps)
+    back = load_snapshots(tmp_path / "s.pt")
+    assert [s for s, _ in back] == [0, 3, 6, 7]
+    assert all(torch.equal(back[-1][1][k], snaps[-1][1][k]) for k in snaps[-1][1])
+
+
+def test_read_curve_inverts_write_curve(tmp_path):
+    from suits.validation import read_curve, write_curve
+
+    write_curve(tmp_path / "c.tsv", [0.5, 0.25, 0.125], [(0, 0.4), (3, 0.5)], 0.3,
+                columns={"val_loss": [(0, 1.0), (3, 0.75)]})
+    losses, columns = read_curve(tmp_path / "c.tsv")
+    assert losses == [0.5, 0.25, 0.125]
+    assert columns == {"val_loss": [(0, 1.0), (3, 0.75)], "val_dice": [(0, 0.4), (3, 0.5)]}
+    (tmp_path / "bad.tsv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(ValueError, match="bad.tsv"):
+        read_curve(tmp_path / "bad.tsv")

@@ -10,7 +10,9 @@ name, results/test-resume/, removed afterwards):
    removed again;
 2. the same command is started in its own process group, and once the rule's checkpoint exists
    in ``models/checkpoints/`` the whole group (snakemake and the job) is killed with SIGKILL;
-3. the model file does not exist and a dry run plans the rule again;
+3. the model file does not exist and a dry run plans the rule again (pre-training: the run's
+   target is its learning curve, whose validation Dice a second job scores from the weights
+   that pre-training keeps of every validation step);
 4. the same command again: it completes, the rule's log says ``resuming ... from step N`` with
    0 < N < total steps, every tensor of the model equals the reference (``torch.equal``) and
    the learning curve (losses, validation loss and Dice) is the reference's, byte for byte.
@@ -50,6 +52,9 @@ CASES = {
 EVERY = {"pretrain_featcnn": 3, "train_suits": 2, "train_voxelmorph": 4}
 CURVES = {"pretrain_featcnn": "featcnn_pretrained_curve.tsv",
           "train_suits": "featcnn_suits_curve.tsv", "train_voxelmorph": "voxelmorph_curve.tsv"}
+# the run's target: the model file, or (pre-training, whose validation Dice a second job
+# scores from the weights it keeps) the learning curve
+TARGETS = {"pretrain_featcnn": "featcnn_pretrained_curve.tsv"}
 WAIT = 600  # s, bound on every wait
 
 
@@ -144,7 +149,7 @@ def survivors(pgid: int) -> list[str]:
 def test_killed_rule_resumes_with_identical_weights(rule, config, tmp_path):
     name, prefix, _, _, total = CASES[rule]
     model = RES / "models" / name
-    target = str(model.relative_to(ROOT))
+    target = str((RES / "models" / TARGETS.get(rule, name)).relative_to(ROOT))
     log = RES / "logs" / f"{rule}.log"
 
     # 1. uninterrupted reference (builds what the rule needs on first use)

@@ -41,8 +41,8 @@ SLURM_DATASET = "ci_slurm"
 LOCAL_DATASET = "ci_slurm_local"
 CANCEL_RULE = "train_voxelmorph"        # a long rule with a rolling checkpoint
 CANCEL_CHECKPOINT = "voxelmorph-*.pt"   # its checkpoint in <results>/models/checkpoints/
-GPU_RULES = ["pretrain_featcnn", "train_suits", "register_suits", "train_voxelmorph",
-             "register_voxelmorph"]
+GPU_RULES = ["pretrain_featcnn", "validate_pretrained", "train_suits", "register_suits",
+             "train_voxelmorph", "register_voxelmorph"]
 CLIENTS = ["sbatch", "squeue", "scancel", "sinfo", "scontrol", "srun"]
 DAEMONS = ["munged", "slurmctld", "slurmd"]
 START_TIMEOUT = 180      # s, cluster.sh start (its own waits are 30 s + 60 s)

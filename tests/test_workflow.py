@@ -163,6 +163,26 @@ def test_affine_rows_take_only_their_partners(tmp_path, directions, per_row):
     assert registrations == 16 * 15 // (1 if directions == "both" else 2)
 
 
+@pytest.mark.parametrize("images, stage", [("preprocessed", "prep"), ("aligned", "aligned")])
+def test_pretraining_images_and_its_validation(tmp_path, images, stage):
+    """pretrain.images: pre-training takes the training and validation subjects' images from
+    prep/ (beside the affine stage) or aligned/; its validation Dice (validate_pretrained)
+    scores the kept weights on the aligned validation pairs either way, and SUITS training
+    starts from the model without waiting for that score."""
+    proc = dry_run_default_with(tmp_path, f"pretrain:\n  iterations: 250\n  images: {images}\n")
+    inputs = dict(re.findall(r"^rule (pretrain_featcnn|validate_pretrained|train_suits):\n"
+                             r"\s+input: (.*)$", proc.stdout, re.M))
+    assert set(inputs) == {"pretrain_featcnn", "validate_pretrained", "train_suits"}, output_of(proc)
+    pre = inputs["pretrain_featcnn"].split(", ")
+    assert len(pre) == 10  # 3 + 3 training and 2 + 2 validation subjects
+    assert all(re.fullmatch(rf"results/phantom/{stage}/p\d+_(ct|mr)_image\.nii\.gz", f)
+               for f in pre), pre
+    val = inputs["validate_pretrained"].split(", ")
+    assert "results/phantom/models/featcnn_pretrained_snapshots.pt" in val
+    assert sum(f.startswith("results/phantom/aligned/") for f in val) == 12, val  # image,label,fov
+    assert not any("featcnn_pretrained_curve" in f for f in inputs["train_suits"].split(", "))
+
+
 def test_dry_run_prostate():
     if not PROSTATE.is_dir():
         pytest.skip(f"real data not found at {PROSTATE} (place ../shared/data beside the project)")

@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["ModelFileError", "save_model", "load_model", "load_representation"]
+__all__ = ["ModelFileError", "save_model", "load_model", "load_representation",
+           "save_snapshots", "load_snapshots"]
 
 
 class ModelFileError(ValueError):
@@ -32,6 +33,30 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save({"state_dict": state, "config": config}, tmp)
+
+
+def save_snapshots(path: str | os.PathLike, snapshots: Sequence[tuple[int, dict]]) -> None:
+    """Write the weights of several steps of one training (``[(step, state_dict), ...]``, e.g.
+    :func:`suits.pretrain.pretrain`'s ``snapshots``) atomically, on the CPU."""
+    from suits.atomic import atomic_path
+
+    payload = {"steps": [int(s) for s, _ in snapshots],
+               "states": [{k: v.detach().cpu() for k, v in st.items()} for _, st in snapshots]}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_snapshots(path: str | os.PathLike,
+                   device: torch.device | str | None = None) -> list[tuple[int, dict]]:
+    """Read a file written by :func:`save_snapshots`: ``[(step, state_dict), ...]``."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location=device or "cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is an input problem
+        raise ModelFileError(f"{path}: not a readable snapshot file ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or set(payload) != {"steps", "states"}:
+        raise ModelFileError(f"{path}: not a snapshot file (expected keys 'steps' and 'states')")
+    return list(zip(payload["steps"], payload["states"]))
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str | None = None) -> torch.nn.Module:

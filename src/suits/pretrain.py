@@ -119,7 +119,8 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
              progress: bool = True, crop: int | Sequence[int] | None = None,
              val_images: Mapping[str, Sequence[torch.Tensor]] | None = None,
              validate: ValidateFn | None = None, validate_every: int = 0,
-             curve: dict[str, list[tuple[int, float]]] | None = None
+             curve: dict[str, list[tuple[int, float]]] | None = None,
+             snapshots: list[tuple[int, dict]] | None = None
              ) -> tuple[FeatCNN, list[float]]:
     """Train ``model`` to replicate MIND-SSC.
 
@@ -149,6 +150,10 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
             after the last (0: only those two).
         curve: if given, filled with ``{"val_loss": [(step, value), ...], "val_dice": [...]}``
             (the measures given; also the validations before a resume, kept in the checkpoint).
+        snapshots: if given, filled with ``(step, state_dict)`` of every step a validation is
+            due at (before the first, every ``validate_every``, after the last; also those
+            before a resume, kept in the checkpoint), so that another process can score them
+            (e.g. the validation Dice on pairs that are not ready yet when training starts).
 
     Returns:
         ``(model, losses)``: the trained model (in place) and the loss of every step so far
@@ -169,7 +174,8 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
                                                           val_targets)
     if validate is not None:
         measures["val_dice"] = validate
-    validation = ValidationLog(measures, validate_every, iterations, "pretrain")
+    validation = ValidationLog(measures, validate_every, iterations, "pretrain",
+                               keep_weights=snapshots is not None)
 
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -241,4 +247,6 @@ def pretrain(model: FeatCNN, images: Mapping[str, Sequence[torch.Tensor]], itera
     if curve is not None:
         curve.clear()
         curve.update(validation.columns())
+    if snapshots is not None:
+        snapshots[:] = validation.snapshots()
     return model, losses

@@ -20,7 +20,8 @@ import torch
 from suits.register import register
 from suits.warp import warp_labels
 
-__all__ = ["mean_dice", "pair_scores", "Validator", "ValidationLog", "final_score", "write_curve"]
+__all__ = ["mean_dice", "pair_scores", "Validator", "ValidationLog", "final_score", "write_curve",
+           "read_curve"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class ValidationLog:
     """
 
     def __init__(self, measures: Mapping[str, Callable[[Any], float]], every: int = 0,
-                 total: int = 0, name: str = "") -> None:
+                 total: int = 0, name: str = "", keep_weights: bool = False) -> None:
         if int(every) < 0:
             raise ValueError(f"validate_every must be >= 0, got {every}")
         self.measures = dict(measures)
@@ -134,11 +135,16 @@ class ValidationLog:
         self.name = name
         self.steps: list[int] = []
         self.values: dict[str, list[float]] = {k: [] for k in self.measures}
+        self.keep_weights = bool(keep_weights)
+        self.weights: list[dict] = []
 
     def history(self) -> dict[str, tuple[list, type, bool]]:
-        """``RollingCheckpoint`` history entries: ``val_steps`` and one list per measure."""
+        """``RollingCheckpoint`` history entries: ``val_steps``, one list per measure and, with
+        ``keep_weights``, the weights of every validated step."""
         out: dict[str, tuple[list, type, bool]] = {"val_steps": (self.steps, int, False)}
         out.update({k: (v, float, False) for k, v in self.values.items()})
+        if self.keep_weights:
+            out["val_weights"] = (self.weights, dict, False)
         return out
 
     def due(self, done: int) -> bool:
@@ -153,18 +159,28 @@ class ValidationLog:
         self.steps[:] = [self.steps[n] for n in keep]
         for values in self.values.values():
             values[:] = [values[n] for n in keep]
+        self.weights[:] = [w for w in self.weights if w["step"] in self.steps]
         self(model, start)
 
     def __call__(self, model: Any, done: int) -> None:
-        """Validate ``model`` after step ``done`` if it is due and not yet recorded."""
-        if not self.measures or not self.due(done) or (self.steps and self.steps[-1] == done):
+        """Validate ``model`` after step ``done`` if it is due and not yet recorded (with
+        ``keep_weights``: also keep a copy of its weights)."""
+        if (not self.measures and not self.keep_weights) or not self.due(done) or (
+                self.steps and self.steps[-1] == done):
             return
         scores = {k: float(m(model)) for k, m in self.measures.items()}
         for k, v in scores.items():
             self.values[k].append(v)
         self.steps.append(int(done))
+        if self.keep_weights:
+            self.weights.append({"step": int(done), "state": {
+                k: v.detach().clone() for k, v in model.state_dict().items()}})
         logger.info("%sstep %d validation %s", f"{self.name} " if self.name else "", done,
                     " ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+
+    def snapshots(self) -> list[tuple[int, dict]]:
+        """``[(step, state_dict), ...]`` of every validated step (``keep_weights``)."""
+        return [(w["step"], w["state"]) for w in self.weights]
 
     def columns(self) -> dict[str, list[tuple[int, float]]]:
         """``{measure: [(step, value), ...]}`` of every validation so far."""
@@ -223,3 +239,20 @@ def write_curve(path, losses: Sequence[float], curve: Sequence[tuple[int, float]
                  fmt(val.get(step)), fmt(initial)]
         lines.append("\t".join(cells))
     write_text(path, "\n".join(lines) + "\n")
+
+
+def read_curve(path) -> tuple[list[float], dict[str, list[tuple[int, float]]]]:
+    """The inverse of :func:`write_curve`: ``(losses, {column: [(step, value), ...]})`` with
+    the further columns and ``val_dice`` (steps with a value only); ``val_initial`` is left
+    out (:meth:`Validator.initial` recomputes it)."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows or "step" not in rows[0] or "loss" not in rows[0]:
+        raise ValueError(f"{path}: not a learning-curve TSV (no step and loss columns)")
+    rows.sort(key=lambda r: int(r["step"]))
+    losses = [float(r["loss"]) for r in rows if int(r["step"]) > 0]
+    names = [k for k in rows[0] if k not in ("step", "loss", "val_initial")]
+    columns = {k: [(int(r["step"]), float(r[k])) for r in rows if r[k]] for k in names}
+    return losses, columns

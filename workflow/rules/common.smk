@@ -250,6 +250,18 @@ def aligned_of_ids(ids, kind="image"):
     return [aligned(i, kind) for i in ids]
 
 
+def pretrain_image(id):
+    """Pre-training input: the aligned image, or the preprocessed one (pretrain.images)."""
+    if config["pretrain"]["images"] == "preprocessed":
+        return f"{RES}/prep/{id}_image.nii.gz"
+    return aligned(id)
+
+
+def val_ids(fdir, modality):
+    """The validation ids of one modality of a fold."""
+    return [i for i in split_of(fdir).val_ids if BY_ID[i].modality == modality]
+
+
 def train_ids(fdir, modality=None):
     ids = split_of(fdir).train_ids
     return [i for i in ids if modality is None or BY_ID[i].modality == modality]

@@ -7,7 +7,6 @@
 rule train_suits:
     input:
         model="{fdir}/models/featcnn_pretrained.pt",
-        pretrain_curve="{fdir}/models/featcnn_pretrained_curve.tsv",
         pairs="{fdir}/train_pairs.tsv",
         images=lambda wc: train_pair_images(wc.fdir),
         val_pairs="{fdir}/val_pairs.tsv",

@@ -1,7 +1,7 @@
 """Rule pretrain_featcnn: pre-training of the FeatCNN on the training images of both
-modalities, the library calls of `suits pretrain` (suits.cli.cmd_pretrain) in its order,
-validated on the validation pairs (replication loss on their images, validation Dice with the
-test-time registration settings, suits.validation); writes the model and its learning curve.
+modalities, the library calls of `suits pretrain` (suits.cli.cmd_pretrain) in its order, with
+the replication loss on the validation subjects' images; writes the model, its losses and the
+weights of every validation step (scored by validate_pretrained.py).
 
 The rolling checkpoint (models/checkpoints/, not a declared output, so it survives a failed
 or killed job) is named by a hash of the settings and the input files' contents: a rerun
@@ -12,10 +12,9 @@ start(snakemake)  # noqa: F821
 
 import torch  # noqa: E402
 from suits.cli import setup_logging  # noqa: E402
-from suits.modelfile import save_model  # noqa: E402
-from suits.pairs import read_pairs  # noqa: E402
+from suits.modelfile import save_model, save_snapshots  # noqa: E402
 from suits.pretrain import initial_model, load_images, pretrain  # noqa: E402
-from suits.validation import validator_for, write_curve  # noqa: E402
+from suits.validation import write_curve  # noqa: E402
 from suitsbench import job  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
@@ -25,7 +24,7 @@ ckpt = job.checkpoint_path(
     p.checkpoint_dir,
     "featcnn_pretrained",
     settings,
-    [*i.moving, *i.fixed, i.val_pairs, *i.val_images],
+    [*i.moving, *i.fixed, *i.val_moving, *i.val_fixed],
 )
 job.threads(snakemake, "train")  # noqa: F821
 print(f"checkpoint: {ckpt} ({'resuming' if ckpt.exists() else 'new'})", flush=True)
@@ -33,20 +32,12 @@ setup_logging()
 device = torch.device(job.device(p.device))
 images = load_images([(p.moving_modality, list(i.moving)), (p.fixed_modality, list(i.fixed))])
 model = initial_model((p.moving_modality, p.fixed_modality), int(p.downsample), int(p.seed), device)
-val_rows = read_pairs(i.val_pairs, allow_empty=True)
-val_images, validate = None, None
-if val_rows:
-    # every validation subject once: the moving images of the moving modality, the fixed ones
+val_images = None
+if i.val_moving and i.val_fixed:
     val_images = load_images(
-        [
-            (p.moving_modality, list(dict.fromkeys(r["moving_image"] for r in val_rows))),
-            (p.fixed_modality, list(dict.fromkeys(r["fixed_image"] for r in val_rows))),
-        ]
+        [(p.moving_modality, list(i.val_moving)), (p.fixed_modality, list(i.val_fixed))]
     )
-    validate = validator_for(
-        val_rows, i.val_pairs, p.validation, p.fixed_modality, p.moving_modality, device
-    )
-curve = {}
+curve, snapshots = {}, []
 _, losses = pretrain(
     model,
     images,
@@ -61,16 +52,11 @@ _, losses = pretrain(
     progress=True,
     crop=[int(c) for c in crop] if crop else None,
     val_images=val_images,
-    validate=validate,
     validate_every=int(p.validate_every),
     curve=curve,
+    snapshots=snapshots,
 )
 save_model(o.model, model)
-write_curve(
-    o.curve,
-    losses,
-    curve.get("val_dice", []),
-    validate.initial() if validate else None,
-    columns={"val_loss": curve.get("val_loss", [])},
-)
+write_curve(o.losses, losses, [], None, columns={"val_loss": curve.get("val_loss", [])})
+save_snapshots(o.snapshots, snapshots)
 ckpt.unlink(missing_ok=True)

@@ -1,8 +1,8 @@
 """Rule train_suits: SUITS training (Algorithm 1) of the pre-trained FeatCNN on the training
 pairs, the library calls of `suits train` (suits.cli.cmd_train) in its order, scored on the
 validation pairs with the test-time registration settings (suits.validation); writes the model
-and its learning curve (step 0: the pre-training's last validation, the same model scored
-the same way). Rolling checkpoint as in pretrain_featcnn.py (resumed after a failure)."""
+and its learning curve (step 0: the pre-trained model, scored as validate_pretrained scores
+it). Rolling checkpoint as in pretrain_featcnn.py (resumed after a failure)."""
 from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
@@ -12,7 +12,7 @@ from suits.cli import setup_logging  # noqa: E402
 from suits.modelfile import load_model, save_model  # noqa: E402
 from suits.pairs import load_pairs, read_pairs  # noqa: E402
 from suits.train import train_suits  # noqa: E402
-from suits.validation import final_score, validator_for, write_curve  # noqa: E402
+from suits.validation import validator_for, write_curve  # noqa: E402
 from suitsbench import job  # noqa: E402
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
@@ -66,8 +66,6 @@ _, losses = train_suits(
     validate_every=int(p.validate_every),
     select=str(p.select),
     curve=curve,
-    # pre-training validated the same model on the same pairs with the same settings last
-    initial_score=final_score(i.pretrain_curve) if validate else None,
 )
 save_model(o.model, model)
 write_curve(o.curve, losses, curve, validate.initial() if validate else None)
