@@ -167,6 +167,7 @@ def test_killed_rule_resumes_with_identical_weights(rule, config, tmp_path):
     validated = [int(r[0]) for r in rows[1:] if r[dice]]
     assert validated == list(range(0, total + 1, 2 * EVERY[rule])), validated
     model.unlink()
+    curve.unlink()  # (the target of pre-training's run: planned again only without it)
     t_ref = time.monotonic() - t0
 
     # 2. the same run, killed (snakemake and the job) once the rule has checkpointed
