@@ -27,6 +27,10 @@ config's 48x40x40 grid), where every sample then maps outside it. A mask without
 
 The affine's linear part must be orthogonal up to column scaling (no shear), as ITK images
 cannot represent shear; preprocessed (canonical) images always satisfy this.
+
+Torch. The registration runs on numpy arrays (:func:`register_array`, :func:`register_files`)
+without torch; :func:`register` and :func:`deformation_field` return tensors and import torch
+when called.
 """
 from __future__ import annotations
 
@@ -34,20 +38,24 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from baselines.elastix_params import parameter_map, to_elastix
-from baselines.itk_space import itk_geometry, lps_field_to_voxels, volume_array
-from suits.fov import binary_fov
+from baselines.itk_space import itk_geometry, lps_field_to_voxel_array, volume_array
+from suits.fov import binary_fov_array
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "register",
+    "register_array",
     "register_files",
     "run_elastix",
     "deformation_field",
+    "deformation_array",
     "transformix_resample",
     "to_sitk",
     "from_sitk",
@@ -99,9 +107,7 @@ def padding_mask(mask: np.ndarray | torch.Tensor | None, shape: Sequence[int],
     from the image's ``shape`` or it has no voxel inside (``what`` names it)."""
     if mask is None:
         return None
-    m = torch.from_numpy(np.ascontiguousarray(volume_array(mask)))
-    m = binary_fov(m, what, shape=shape, dtype=torch.uint8)
-    return None if m is None else m.numpy()
+    return binary_fov_array(volume_array(mask), what, shape=shape, dtype=np.uint8)
 
 
 def _sitk_mask(mask: np.ndarray, affine: np.ndarray):
@@ -175,13 +181,21 @@ def _transformix(tmaps: Sequence[Mapping[str, Any]], moving_img, field: bool,
         return t.GetDeformationField() if field else t.GetResultImage()
 
 
-def deformation_field(tmaps: Sequence[Mapping[str, Any]], fixed_affine: np.ndarray,
-                      fixed_shape: Sequence[int]) -> torch.Tensor:
-    """Transformix's deformation field converted to the contract: ``(1, 3, D, H, W)`` float32,
-    voxels of the fixed grid, channels ``i, j, k``."""
+def deformation_array(tmaps: Sequence[Mapping[str, Any]], fixed_affine: np.ndarray,
+                      fixed_shape: Sequence[int]) -> np.ndarray:
+    """Transformix's deformation field converted to the contract: numpy ``(1, 3, D, H, W)``
+    float32, voxels of the fixed grid, channels ``i, j, k``."""
     dummy = to_sitk(np.zeros(tuple(int(s) for s in fixed_shape), np.float32), fixed_affine)
     d = from_sitk(_transformix(tmaps, dummy, field=True))    # (D,H,W,3) LPS mm
-    return lps_field_to_voxels(d, fixed_affine, fixed_shape)
+    return lps_field_to_voxel_array(d, fixed_affine, fixed_shape)
+
+
+def deformation_field(tmaps: Sequence[Mapping[str, Any]], fixed_affine: np.ndarray,
+                      fixed_shape: Sequence[int]) -> torch.Tensor:
+    """:func:`deformation_array` as a tensor ``(1, 3, D, H, W)`` float32."""
+    import torch
+
+    return torch.from_numpy(deformation_array(tmaps, fixed_affine, fixed_shape))
 
 
 _INTERPOLATORS = {
@@ -231,20 +245,37 @@ def register(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Tensor
         ``u`` ``(1, 3, D, H, W)`` float32 on the CPU (or on ``fixed``'s device if it is a
         tensor), fixed-grid voxels, ``warp(moving, u) ≈ fixed``.
     """
+    import torch
+
+    u = torch.from_numpy(register_array(fixed, moving, fixed_affine, moving_affine, params=params,
+                                        threads=threads, fixed_mask=fixed_mask,
+                                        moving_mask=moving_mask))
+    return u.to(fixed.device) if isinstance(fixed, torch.Tensor) else u
+
+
+def register_array(fixed: np.ndarray | torch.Tensor, moving: np.ndarray | torch.Tensor,
+                   fixed_affine: np.ndarray, moving_affine: np.ndarray | None = None,
+                   params: Mapping[str, Any] | None = None, threads: int | None = None,
+                   fixed_mask: np.ndarray | torch.Tensor | None = None,
+                   moving_mask: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+    """:func:`register` with the field as numpy ``(1, 3, D, H, W)`` float32 (fixed-grid
+    voxels), without torch."""
     shape = volume_array(fixed).shape
     tmaps = run_elastix(fixed, moving, fixed_affine, moving_affine, params=params, threads=threads,
                         fixed_mask=fixed_mask, moving_mask=moving_mask)
-    u = deformation_field(tmaps, fixed_affine, shape)
-    return u.to(fixed.device) if isinstance(fixed, torch.Tensor) else u
+    return deformation_array(tmaps, fixed_affine, shape)
+
+
+
 
 
 def _load_mask(path: PathLike | None, image_shape: Sequence[int]) -> np.ndarray | None:
     """A field-of-view mask file checked against its image (one-line error naming the file)."""
-    from suits.io import load_volume
+    from suits.io import read_volume
 
     if path is None:
         return None
-    return padding_mask(load_volume(path)[0], image_shape, str(path))
+    return padding_mask(read_volume(path)[0], image_shape, str(path))
 
 
 def register_files(fixed_path: PathLike, moving_path: PathLike, out_field: PathLike,
@@ -253,16 +284,16 @@ def register_files(fixed_path: PathLike, moving_path: PathLike, out_field: PathL
                    moving_mask_path: PathLike | None = None) -> float:
     """Register two NIfTI images and write the contract field (``suits.io.save_field``, the
     fixed image's affine, atomic); with field-of-view mask files, elastix gets those that have
-    padding (:func:`register`). Returns the registration wall time in seconds."""
-    from suits.io import load_volume, save_field
+    padding (:func:`register_array`). Returns the registration wall time in seconds."""
+    from suits.io import read_volume, save_field
 
-    fixed, fixed_affine = load_volume(fixed_path)
-    moving, moving_affine = load_volume(moving_path)
+    fixed, fixed_affine = read_volume(fixed_path)
+    moving, moving_affine = read_volume(moving_path)
     fixed_mask = _load_mask(fixed_mask_path, fixed.shape[-3:])
     moving_mask = _load_mask(moving_mask_path, moving.shape[-3:])
     t0 = time.perf_counter()
-    u = register(fixed, moving, fixed_affine, moving_affine, params=params, threads=threads,
-                 fixed_mask=fixed_mask, moving_mask=moving_mask)
+    u = register_array(fixed, moving, fixed_affine, moving_affine, params=params,
+                       threads=threads, fixed_mask=fixed_mask, moving_mask=moving_mask)
     seconds = time.perf_counter() - t0
     save_field(out_field, u, fixed_affine)
     return seconds

@@ -12,22 +12,27 @@ to the moving point ``p + d(p)``; in fixed-grid voxels that is
 
 The affine's linear part must be orthogonal up to column scaling (no shear), as ITK images
 cannot represent shear; preprocessed (canonical) images always satisfy this.
+
+Only :func:`lps_field_to_voxels` (a tensor result) imports torch, when called.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
-__all__ = ["LPS", "volume_array", "itk_geometry", "lps_field_to_voxels"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["LPS", "volume_array", "itk_geometry", "lps_field_to_voxel_array",
+           "lps_field_to_voxels"]
 
 LPS = np.diag([-1.0, -1.0, 1.0])
 
 
 def volume_array(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """``(D,H,W)`` or ``(1,1,D,H,W)`` to a C-contiguous float32 numpy ``(D,H,W)``."""
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    a = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
     while a.ndim > 3 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 3:
@@ -53,10 +58,11 @@ def itk_geometry(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ..
     return tuple(origin.tolist()), tuple(spacing.tolist()), direction
 
 
-def lps_field_to_voxels(d: np.ndarray, fixed_affine: np.ndarray,
-                        fixed_shape: Sequence[int] | None = None) -> torch.Tensor:
+def lps_field_to_voxel_array(d: np.ndarray, fixed_affine: np.ndarray,
+                             fixed_shape: Sequence[int] | None = None) -> np.ndarray:
     """An ITK displacement field ``(D, H, W, 3)`` (LPS mm, ITK index order = NIfTI ``i, j, k``)
-    as a contract field ``(1, 3, D, H, W)`` float32 in fixed-grid voxels, channels ``i, j, k``."""
+    as a contract field: numpy ``(1, 3, D, H, W)`` float32 in fixed-grid voxels, channels
+    ``i, j, k``."""
     d = np.asarray(d, dtype=np.float64)
     if d.ndim != 4 or d.shape[-1] != 3:
         raise ValueError(f"an ITK displacement field is (D, H, W, 3), got {d.shape}")
@@ -65,4 +71,12 @@ def lps_field_to_voxels(d: np.ndarray, fixed_affine: np.ndarray,
                            f"{tuple(int(s) for s in fixed_shape)}")
     to_vox = np.linalg.inv(np.asarray(fixed_affine, float)[:3, :3]) @ LPS
     u = np.einsum("cl,dhwl->cdhw", to_vox, d)
-    return torch.from_numpy(u.astype(np.float32))[None]
+    return u.astype(np.float32)[None]
+
+
+def lps_field_to_voxels(d: np.ndarray, fixed_affine: np.ndarray,
+                        fixed_shape: Sequence[int] | None = None) -> torch.Tensor:
+    """:func:`lps_field_to_voxel_array` as a tensor ``(1, 3, D, H, W)`` float32."""
+    import torch
+
+    return torch.from_numpy(lps_field_to_voxel_array(d, fixed_affine, fixed_shape))

@@ -4,23 +4,34 @@ Arrays keep nibabel's axis order (``D, H, W`` = ``i, j, k``), never transposed. 
 to a temporary file in the target's folder (same suffix, so nibabel compresses ``.nii.gz``) and
 is moved into place with ``os.replace``: a killed job never leaves a complete-looking file, and
 the next write of the same file removes the killed job's temporary.
+
+The module loads torch only in the readers that return tensors (:func:`load_volume`,
+:func:`load_labels`, :func:`load_field`): the writers take numpy arrays or tensors, and
+:func:`read_volume` / :func:`read_labels` return numpy arrays, so jobs that do not compute
+with torch read and write NIfTI files without importing it.
 """
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
-import torch
 
 from suits.atomic import atomic_path
 from suits.fieldfile import FIELD_DESCRIPTION, read_contract
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "FIELD_DESCRIPTION",
     "load_volume",
     "load_labels",
+    "read_volume",
+    "read_labels",
     "save_volume",
     "save_labels",
     "save_field",
@@ -31,7 +42,10 @@ PathLike = str | os.PathLike
 
 
 def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    """``x`` as a host numpy array; a tensor is recognised without importing torch (a tensor
+    exists only once torch is loaded)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
 
@@ -68,10 +82,40 @@ def _load3(path: PathLike) -> tuple[nib.Nifti1Image, np.ndarray]:
     return img, _squeeze3(data, str(path))
 
 
-def load_volume(path: PathLike, dtype: torch.dtype = torch.float32,
-                device: torch.device | str | None = None) -> tuple[torch.Tensor, np.ndarray]:
-    """Read a 3D NIfTI image (scaling applied) as ``(1, 1, D, H, W)`` and its 4x4 affine."""
+def _label_values(path: PathLike, data: np.ndarray, tol: float) -> np.ndarray:
+    """``data`` rounded to ``int64``; ``ValueError`` naming the file when a value lies more
+    than ``tol`` from an integer."""
+    rounded = np.rint(data)
+    if data.size and np.max(np.abs(data - rounded)) > tol:
+        raise ValueError(f"{path}: label map has non-integer values (max deviation "
+                         f"{np.max(np.abs(data - rounded)):.3g}); is it an image, not labels?")
+    return rounded.astype(np.int64)
+
+
+def read_volume(path: PathLike, dtype: np.dtype | str = np.float32
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3D NIfTI image (scaling applied) as a C-contiguous numpy ``(D, H, W)`` array of
+    ``dtype`` and its 4x4 affine: the values of :func:`load_volume` with the same ``dtype``,
+    without torch."""
     img, data = _load3(path)
+    return np.ascontiguousarray(data, dtype=dtype), np.asarray(img.affine, dtype=np.float64)
+
+
+def read_labels(path: PathLike, tol: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Read a label map as an ``int64`` numpy ``(D, H, W)`` array and its affine, checked and
+    rounded as :func:`load_labels` does, without torch."""
+    img, data = _load3(path)
+    return _label_values(path, data, tol), np.asarray(img.affine, dtype=np.float64)
+
+
+def load_volume(path: PathLike, dtype: torch.dtype | None = None,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Read a 3D NIfTI image (scaling applied) as ``(1, 1, D, H, W)`` and its 4x4 affine.
+    ``dtype=None``: ``torch.float32``."""
+    import torch
+
+    img, data = _load3(path)
+    dtype = torch.float32 if dtype is None else dtype
     t = torch.from_numpy(np.ascontiguousarray(data)).to(dtype=dtype, device=device)
     return t[None, None], np.asarray(img.affine, dtype=np.float64)
 
@@ -80,13 +124,11 @@ def load_labels(path: PathLike, device: torch.device | str | None = None,
                 tol: float = 1e-3) -> tuple[torch.Tensor, np.ndarray]:
     """Read a label map as a ``LongTensor (1, 1, D, H, W)`` and its affine; values are rounded
     and must be integers within ``tol`` (``ValueError`` naming the file otherwise)."""
-    img, data = _load3(path)
-    rounded = np.rint(data)
-    if data.size and np.max(np.abs(data - rounded)) > tol:
-        raise ValueError(f"{path}: label map has non-integer values (max deviation "
-                         f"{np.max(np.abs(data - rounded)):.3g}); is it an image, not labels?")
-    t = torch.from_numpy(rounded.astype(np.int64)).to(device=device)
-    return t[None, None], np.asarray(img.affine, dtype=np.float64)
+    import torch
+
+    labels, affine = read_labels(path, tol)
+    t = torch.from_numpy(labels).to(device=device)
+    return t[None, None], affine
 
 
 def save_volume(path: PathLike, array: np.ndarray | torch.Tensor, affine: np.ndarray,
@@ -135,5 +177,7 @@ def save_field(path: PathLike, u: np.ndarray | torch.Tensor, affine: np.ndarray)
 def load_field(path: PathLike, device: torch.device | str | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Read a contract field: ``(u (1,3,D,H,W) float32, affine)``. Accepts ``(X,Y,Z,3)`` and the
     ITK/NIfTI-standard ``(X,Y,Z,1,3)``; refuses an ITK field (mm, LPS: ``suits.fieldfile``)."""
+    import torch
+
     u, affine = read_contract(path)
     return torch.from_numpy(u)[None].to(device=device), affine

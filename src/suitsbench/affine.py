@@ -26,7 +26,8 @@ Convention (everywhere in ``suitsbench.affine`` / ``suitsbench.groupwise``): a t
 point ``p`` of the **fixed / output** space to the corresponding point ``T @ p`` of the
 **moving / input** image. Resampling the moving image onto the fixed grid therefore samples it
 at voxel ``inv(moving_affine) @ T @ fixed_affine @ v`` for every fixed voxel ``v`` ("pull
-back"): :func:`resample_affine` does this.
+back"): :func:`resample_affine` does this (defined in :mod:`suitsbench.affinemap`, which
+needs no torch, and exported here).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from suits.mind import mind_ssc
+from suitsbench.affinemap import resample_affine, voxel_map
 from suitsbench.blockmatch import (block_match, distinctive_pairs, grid_noise_scale,
                                    trimmed_affine_fit)
 
@@ -64,12 +66,6 @@ def _as_volume(x: ArrayLike, device: torch.device | str | None) -> torch.Tensor:
     if t.dim() != 3:
         raise ValueError(f"expected a 3-D volume or (1, 1, D, H, W), got shape {tuple(x.shape)}")
     return t[None, None]
-
-
-def voxel_map(T: np.ndarray, fixed_affine: np.ndarray, moving_affine: np.ndarray) -> np.ndarray:
-    """4x4 map from fixed voxel indices to moving voxel indices: ``inv(A_m) @ T @ A_f``."""
-    return np.linalg.inv(np.asarray(moving_affine, float)) @ np.asarray(T, float) @ np.asarray(
-        fixed_affine, float)
 
 
 def level_affine(affine: np.ndarray, factor: int) -> np.ndarray:
@@ -105,25 +101,6 @@ def _warp(x: torch.Tensor, M: np.ndarray, out_shape: Sequence[int], mode: str = 
     grid = affine_grid_for(M, out_shape, x.shape[2:], x.device)
     return F.grid_sample(x, grid.expand(x.shape[0], *grid.shape[1:]), mode=mode,
                          padding_mode=padding, align_corners=True)
-
-
-def resample_affine(moving: ArrayLike, moving_affine: np.ndarray, T: np.ndarray,
-                    fixed_affine: np.ndarray, fixed_shape: Sequence[int], order: int = 1,
-                    cval: float = 0.0) -> np.ndarray:
-    """Moving image on the fixed grid through ``T`` (fixed world -> moving world).
-
-    ``order`` 1 (trilinear) or 0 (nearest, for labels); outside the moving field of view the
-    value is ``cval``. Returns a ``numpy`` array of ``fixed_shape`` (dtype of ``moving``).
-    """
-    data = moving.detach().cpu().numpy() if isinstance(moving, torch.Tensor) else np.asarray(
-        moving)
-    while data.ndim > 3 and data.shape[0] == 1:
-        data = data[0]
-    m = voxel_map(T, fixed_affine, moving_affine)
-    src = data.astype(np.float32) if order > 0 else data
-    return ndimage.affine_transform(src, m[:3, :3], offset=m[:3, 3],
-                                    output_shape=tuple(int(s) for s in fixed_shape),
-                                    order=order, mode="constant", cval=cval)
 
 
 def _foreground(img: np.ndarray, fraction: float = 0.15, mask: np.ndarray | None = None

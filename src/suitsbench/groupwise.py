@@ -32,22 +32,24 @@ mapped into the mean space.
 round trip, ``#`` comment header). :func:`save_row` / :func:`load_row`: the TSV
 ``affine/pairwise/{id}.tsv`` with columns ``fixed moving t00 t01 ... t33`` (row-major), one row
 per other image.
+
+**Torch.** Only the pairwise registration (:func:`pairwise_row`, :func:`pairwise_all`) loads
+torch (:mod:`suitsbench.affine`), when called; the mean, the grid, the resampling (numpy and
+scipy, :mod:`suitsbench.affinemap`) and the files do not.
 """
 from __future__ import annotations
 
 import csv
 import os
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
-import torch
 from scipy import linalg
 
 from suits.atomic import atomic_path
-from suits.io import load_volume
-from suitsbench.affine import ArrayLike, register_affine, resample_affine
+from suitsbench.affinemap import resample_affine
 from suitsbench.errors import InputError
 from suitsbench.pairwise_plan import partners
 
@@ -59,7 +61,11 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike
-Image = tuple[ArrayLike, np.ndarray] | PathLike
+
+if TYPE_CHECKING:
+    from suitsbench.affine import ArrayLike
+
+    Image = tuple[ArrayLike, np.ndarray] | PathLike
 
 
 def real_logm(M: np.ndarray, tol: float = 1e-6) -> np.ndarray:
@@ -103,6 +109,8 @@ def log_euclidean_mean(mats: Iterable[np.ndarray], weights: Sequence[float] | No
 
 def _load(image: Image) -> tuple[ArrayLike, np.ndarray]:
     if isinstance(image, (str, os.PathLike)):
+        from suits.io import load_volume
+
         vol, aff = load_volume(image)
         return vol, np.asarray(aff, float)
     vol, aff = image
@@ -132,6 +140,8 @@ def pairwise_row(fixed_id: str, images: Mapping[str, Image],
     (nonzero = scanned); ``register_kwargs`` go to :func:`suitsbench.affine.register_affine`
     (``settings``, ``init``, ``device``, ...).
     """
+    from suitsbench.affine import register_affine
+
     if fixed_id not in images:
         raise KeyError(f"fixed id {fixed_id!r} not among the images")
     wanted = set(images if moving_ids is None else moving_ids)
@@ -275,7 +285,7 @@ def resample_to_space(image: ArrayLike, affine: np.ndarray, T: np.ndarray,
     labels). Returns a numpy array of ``reference_shape`` (float32 for images, the input dtype
     for labels).
     """
-    data = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    data = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     while data.ndim > 3 and data.shape[0] == 1:
         data = data[0]
     if cval is None:

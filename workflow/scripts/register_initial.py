@@ -3,8 +3,8 @@ from suitsbench.job import start
 
 start(snakemake)  # noqa: F821
 
-import torch  # noqa: E402
-from suits.io import load_volume, save_field  # noqa: E402
+import numpy as np  # noqa: E402
+from suits.io import read_volume, save_field  # noqa: E402
 
-fixed, affine = load_volume(snakemake.input.fixed)  # noqa: F821
-save_field(snakemake.output.field, torch.zeros((1, 3, *fixed.shape[-3:])), affine)  # noqa: F821
+fixed, affine = read_volume(snakemake.input.fixed)  # noqa: F821
+save_field(snakemake.output.field, np.zeros((1, 3, *fixed.shape), np.float32), affine)  # noqa: F821
