@@ -30,6 +30,15 @@ def _model(factor=2):
     return FeatCNN(downsample=factor)
 
 
+class Killed(Exception):
+    """Stands for a job killed after step 5 (raised by :func:`kill_at_5`)."""
+
+
+def kill_at_5(step, loss):
+    if step == 5:
+        raise Killed
+
+
 def test_mind_target_on_feature_grid():
     x = _phantom(7, (13, 12, 9))
     t = mind_target(x, 4)
@@ -45,13 +54,6 @@ def test_loss_decreases():
 
 def test_resume_is_bitwise_identical(tmp_path, caplog):
     ref, ref_losses = pretrain(_model(), _images(), iterations=6, seed=3, progress=False)
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_5(step, loss):
-        if step == 5:
-            raise Killed
 
     path = tmp_path / "ck.pt"
     with pytest.raises(Killed):
@@ -182,13 +184,6 @@ def test_validation_curve_resumes_and_leaves_training_unchanged(tmp_path):
     assert len(calls) == 5
     assert curve["val_loss"][-1][1] < curve["val_loss"][0][1]  # training lowers the held-out loss
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_5(step, loss):
-        if step == 5:
-            raise Killed
-
     ck = tmp_path / "ck.pt"
     with pytest.raises(Killed):
         pretrain(_model(), _images(), checkpoint=ck, checkpoint_every=4, log=kill_at_5, **kw)
@@ -243,13 +238,6 @@ def test_snapshots_are_the_weights_of_the_validated_steps_and_survive_a_resume(t
     bare = []
     pretrain(_model(), _images(), snapshots=bare, **kw)  # no measures: weights still kept
     assert [s for s, _ in bare] == [0, 3, 6, 7]
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_5(step, loss):
-        if step == 5:
-            raise Killed
 
     ck = tmp_path / "ck.pt"
     with pytest.raises(Killed):
