@@ -187,7 +187,6 @@ class ValidationLog:
         return {k: list(zip(self.steps, v)) for k, v in self.values.items()}
 
 
-
 def validator_for(rows: Sequence[Mapping], source, register_kwargs: Mapping,
                   fixed_modality: str, moving_modality: str,
                   device: torch.device | str | None = None) -> Validator | None:
