@@ -6,6 +6,7 @@ import logging
 import pytest
 import torch
 
+from interrupt import Killed, kill_at_5
 from suits.featcnn import FeatCNN
 from suits.mind import mind_ssc
 from suits.pretrain import mind_target, pretrain
@@ -28,15 +29,6 @@ def _images():
 def _model(factor=2):
     torch.manual_seed(0)
     return FeatCNN(downsample=factor)
-
-
-class Killed(Exception):
-    """Stands for a job killed after step 5 (raised by :func:`kill_at_5`)."""
-
-
-def kill_at_5(step, loss):
-    if step == 5:
-        raise Killed
 
 
 def test_mind_target_on_feature_grid():

@@ -6,6 +6,7 @@ import logging
 import pytest
 import torch
 
+from interrupt import Killed, kill_at_5
 from suits.featcnn import FeatCNN
 from suits.train import (draw_step, guidance_loss, label_iterations, label_representation,
                          tracked_iteration, train_suits)
@@ -174,13 +175,6 @@ def test_train_loss_finite_weights_change(tmp_path, warp_space, label_warp_space
 def test_resume_is_bitwise_identical(tmp_path, caplog):
     ref, ref_losses = train_suits(_model(), _pairs(), **_kw())
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_5(step, loss):
-        if step == 5:
-            raise Killed
-
     ck = tmp_path / "ck.pt"
     with pytest.raises(Killed):
         train_suits(_model(), _pairs(), checkpoint=ck, checkpoint_every=2, log=kill_at_5, **_kw())
@@ -248,13 +242,6 @@ def test_validation_curve_and_best_selection(tmp_path):
     # interrupted after step 4 (checkpoint at 4), resumed: same curve, same best weights
     scripted = iter([0.1, 0.5, 0.3, 0.2])
     ck = tmp_path / "ck.pt"
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_5(step, loss):
-        if step == 5:
-            raise Killed
 
     with pytest.raises(Killed):
         train_suits(_model(), _pairs(), validate=validate, validate_every=2, select="best",
