@@ -1,11 +1,16 @@
-"""A training job killed mid-run, for the resume tests of pre-training and SUITS training."""
+"""A training job killed mid-run, for the resume tests of pre-training, SUITS training and
+VoxelMorph training."""
 
 
 class Killed(Exception):
-    """Stands for a job killed after step 5 (raised by :func:`kill_at_5`)."""
+    """Stands for a job killed mid-run (raised by the callback of :func:`kill_at`)."""
 
 
-def kill_at_5(step, loss):
-    """A ``log`` callback of the trainers that stops the run after its fifth step."""
-    if step == 5:
-        raise Killed
+def kill_at(step_to_kill):
+    """A ``log`` callback of the trainers that stops the run in step ``step_to_kill``."""
+
+    def log(step, loss):
+        if step == step_to_kill:
+            raise Killed
+
+    return log

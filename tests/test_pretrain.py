@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from interrupt import Killed, kill_at_5
+from interrupt import Killed, kill_at
 from suits.featcnn import FeatCNN
 from suits.mind import mind_ssc
 from suits.pretrain import mind_target, pretrain
@@ -50,7 +50,7 @@ def test_resume_is_bitwise_identical(tmp_path, caplog):
     path = tmp_path / "ck.pt"
     with pytest.raises(Killed):
         pretrain(_model(), _images(), iterations=6, seed=3, checkpoint=path,
-                 checkpoint_every=2, log=kill_at_5, progress=False)
+                 checkpoint_every=2, log=kill_at(5), progress=False)
     assert path.exists()
     fresh = _model()
     with torch.no_grad():
@@ -178,7 +178,7 @@ def test_validation_curve_resumes_and_leaves_training_unchanged(tmp_path):
 
     ck = tmp_path / "ck.pt"
     with pytest.raises(Killed):
-        pretrain(_model(), _images(), checkpoint=ck, checkpoint_every=4, log=kill_at_5, **kw)
+        pretrain(_model(), _images(), checkpoint=ck, checkpoint_every=4, log=kill_at(5), **kw)
     calls.clear()
     curve2 = {}
     _, losses2 = pretrain(_model(), _images(), checkpoint=ck, checkpoint_every=4, curve=curve2,
@@ -233,7 +233,7 @@ def test_snapshots_are_the_weights_of_the_validated_steps_and_survive_a_resume(t
 
     ck = tmp_path / "ck.pt"
     with pytest.raises(Killed):
-        pretrain(_model(), _images(), checkpoint=ck, checkpoint_every=4, log=kill_at_5,
+        pretrain(_model(), _images(), checkpoint=ck, checkpoint_every=4, log=kill_at(5),
                  snapshots=[], **kw)
     resumed = []
     pretrain(_model(), _images(), checkpoint=ck, checkpoint_every=4, snapshots=resumed, **kw)

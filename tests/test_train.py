@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from interrupt import Killed, kill_at_5
+from interrupt import Killed, kill_at
 from suits.featcnn import FeatCNN
 from suits.train import (draw_step, guidance_loss, label_iterations, label_representation,
                          tracked_iteration, train_suits)
@@ -177,7 +177,7 @@ def test_resume_is_bitwise_identical(tmp_path, caplog):
 
     ck = tmp_path / "ck.pt"
     with pytest.raises(Killed):
-        train_suits(_model(), _pairs(), checkpoint=ck, checkpoint_every=2, log=kill_at_5, **_kw())
+        train_suits(_model(), _pairs(), checkpoint=ck, checkpoint_every=2, log=kill_at(5), **_kw())
     assert torch.load(ck, weights_only=False)["step"] == 4
     torch.manual_seed(123)  # disturb the global RNG: the checkpoint must restore it
     with caplog.at_level(logging.INFO, logger="suits.train"):
@@ -245,7 +245,7 @@ def test_validation_curve_and_best_selection(tmp_path):
 
     with pytest.raises(Killed):
         train_suits(_model(), _pairs(), validate=validate, validate_every=2, select="best",
-                    checkpoint=ck, checkpoint_every=2, log=kill_at_5, **_kw())
+                    checkpoint=ck, checkpoint_every=2, log=kill_at(5), **_kw())
     curve2 = []
     resumed, _ = train_suits(_model(), _pairs(), validate=validate, validate_every=2,
                              select="best", checkpoint=ck, checkpoint_every=2, curve=curve2, **_kw())

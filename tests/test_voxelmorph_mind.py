@@ -11,6 +11,7 @@ vxm = pytest.importorskip("voxelmorph")
 from baselines.voxelmorph_mind import (  # noqa: E402
     VxmMind, diffusion_loss, load_model, register, register_files, save_model, train,
 )
+from interrupt import Killed, kill_at  # noqa: E402
 from suits.io import load_field, save_volume  # noqa: E402
 from suits.warp import warp  # noqa: E402
 
@@ -200,15 +201,8 @@ def test_validation_curve_resumes_and_leaves_training_unchanged(tmp_path):
     # killed in step 3 (checkpoint at 2), resumed: the same curve
     ck = tmp_path / "vxm.pt"
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_3(step, loss):
-        if step == 3:
-            raise Killed
-
     with pytest.raises(Killed):
-        train(pairs, 5, checkpoint=ck, checkpoint_every=2, log=kill_at_3, **val, **kw)
+        train(pairs, 5, checkpoint=ck, checkpoint_every=2, log=kill_at(3), **val, **kw)
     curve2 = {}
     resumed = train(pairs, 5, checkpoint=ck, checkpoint_every=2, curve=curve2, **val, **kw)
     assert resumed.losses == full.losses
